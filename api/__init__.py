@@ -1,0 +1,1 @@
+"""HTTP: pydantic models, FastAPI routers, the error envelope. Calls server/ only."""

@@ -1,0 +1,104 @@
+"""ASGI middleware: request body limit (413) and percent-encoded slashes in path segments."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import STATUS_BY_CODE
+
+# Stands in for "/" inside one path segment while routing; names cannot contain control
+# characters, so it never collides with a real name (a request that sends it is rejected).
+SLASH_IN_SEGMENT = "\x1f"
+
+
+def restore_slashes(value: str) -> str:
+    return value.replace(SLASH_IN_SEGMENT, "/")
+
+
+async def _send_error(send: Send, code: str, message: str) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": STATUS_BY_CODE[code],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Reject bodies over `max_bytes` (declared or streamed) with 413 before any parsing."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _send_error(send, "too_large", self._message(int(value)))
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_error(send, "too_large", self._message(size))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _message(self, size: int) -> str:
+        return f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"
+
+
+class EncodedSlashes:
+    """Let tenant names and point ids contain '/', sent percent-encoded as %2F.
+
+    Servers decode the path before routing, which would split such a segment in two; this
+    re-decodes the raw path segment by segment and marks slashes inside segments.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] == "http" and raw:
+            lowered = raw.lower()
+            if b"%1f" in lowered or SLASH_IN_SEGMENT.encode() in raw:
+                await _send_error(
+                    send, "invalid", "path: names must not contain control characters"
+                )
+                return
+            if b"%2f" in lowered:
+                path = raw.split(b"?", 1)[0].decode("utf-8", errors="replace")
+                segments = [unquote(s).replace("/", SLASH_IN_SEGMENT) for s in path.split("/")]
+                scope = dict(scope, path="/".join(segments))
+        await self.app(scope, receive, send)

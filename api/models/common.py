@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Strict: a JSON string "1.5" or `true` in a vector is a client bug, not a number to coerce.
+Vector = list[Annotated[float, Field(strict=True)]]
+
+
+class RequestModel(BaseModel):
+    """Unknown fields are errors: a typo must not silently do nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `not_found`, `invalid`.")
+    message: str = Field(description="What went wrong, naming the offending field.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from api.models.common import RequestModel, Vector
+
+
+class PointIn(RequestModel):
+    id: str = Field(description="1..256 bytes of UTF-8, unique per owner tenant.")
+    vector: Vector
+    attributes: dict[str, Any] | None = Field(None, description="JSON object; replaces the old.")
+    shared_with: list[str] | None = Field(
+        None,
+        description="Tenants that may read the point. Omitted: an existing point keeps its "
+        "grants; given: the grants become exactly this list.",
+    )
+
+
+class UpsertRequest(RequestModel):
+    points: list[PointIn]
+
+
+class UpsertResponse(BaseModel):
+    created: int
+    updated: int
+
+
+class PointOut(BaseModel):
+    id: str
+    owner: str
+    attributes: dict[str, Any]
+    vector: list[float] | None = None
+    shared_with: list[str] | None = Field(None, description="Grantees; shown to the owner only.")
+
+
+class PatchRequest(RequestModel):
+    attributes: dict[str, Any] = Field(description="Merged in (RFC 7386): null removes a key.")
+
+
+class DeleteRequest(RequestModel):
+    ids: list[str]
+
+
+class DeleteResponse(BaseModel):
+    deleted: int
+    not_found: list[str]
+
+
+class GrantRequest(RequestModel):
+    tenant: str = Field(description="The tenant the point is shared with (created if new).")
+
+
+class ScrollRequest(RequestModel):
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
+    with_vector: bool = False
+
+
+class ScrollResponse(BaseModel):
+    points: list[PointOut]
+    next_cursor: str | None
+
+
+class CountRequest(RequestModel):
+    pass
+
+
+class CountResponse(BaseModel):
+    count: int

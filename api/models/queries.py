@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from api.models.common import RequestModel, Vector
+
+
+class QueryRequest(RequestModel):
+    vector: Vector
+    k: int = Field(10, ge=1, le=1000, description="How many nearest points to return.")
+    include: list[Literal["attributes", "vector"]] = Field(
+        default_factory=lambda: ["attributes"], description="What to return with each hit."
+    )
+    explain: bool = Field(False, description="Return the plan the query ran with.")
+    exact: bool = Field(False, description="Force an exact scan (every query is exact for now).")
+    ef: int | None = Field(None, ge=1, le=10000, description="Search effort of approximate plans.")
+
+
+class BatchQueryRequest(RequestModel):
+    queries: list[QueryRequest] = Field(min_length=1, max_length=100)
+
+
+class AdminQueryRequest(QueryRequest):
+    tenants: list[str] | None = Field(
+        None, description="Only points readable by any of these tenants; all when omitted."
+    )
+
+
+class HitOut(BaseModel):
+    id: str
+    owner: str
+    distance: float = Field(description="Smaller is closer: cosine 1-cos, l2 Euclidean, ip 1-dot.")
+    attributes: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class PlanOut(BaseModel):
+    strategy: str
+    candidates: int = Field(
+        description="Points the query could return (the tenant's readable set)."
+    )
+    timings_ms: dict[str, float]
+
+
+class QueryResponse(BaseModel):
+    results: list[HitOut]
+    plan: PlanOut | None = None
+
+
+class BatchQueryResponse(BaseModel):
+    queries: list[QueryResponse]

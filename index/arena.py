@@ -1,0 +1,158 @@
+"""The vector arena: float32 rows by label, their norms, and exact top-k over any label set.
+
+Invariants:
+- a label is either live (its row holds the point's vector, `norms_sq[label]` its squared
+  norm) or free (listed once in the free list, row contents meaningless);
+- `high_water` is one past the largest label ever handed out; labels below it that are not live
+  are free; capacity grows by doubling, so an insert copies rows only on the rare growth.
+
+Distances are smaller-is-closer for every metric: cosine `1 - cos`, l2 Euclidean distance,
+ip `1 - dot` (hnswlib's convention, so graph and exact plans agree).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+
+class Metric(StrEnum):
+    COSINE = "cosine"
+    L2 = "l2"
+    IP = "ip"
+
+
+@dataclass(frozen=True, slots=True)
+class TopK:
+    """Result of one query: labels and distances, nearest first."""
+
+    labels: np.ndarray  # int64
+    distances: np.ndarray  # float32
+
+
+class VectorArena:
+    def __init__(self, dim: int, metric: Metric, initial_capacity: int = 1024):
+        self.dim = dim
+        self.metric = Metric(metric)
+        capacity = max(16, initial_capacity)
+        self._rows = np.zeros((capacity, dim), dtype=np.float32)
+        self._norms_sq = np.zeros(capacity, dtype=np.float32)
+        self._live = np.zeros(capacity, dtype=bool)
+        self.high_water = 0
+        self._free: list[int] = []  # min-heap: reuse low labels first, keeps the arena dense
+        self.count = 0
+
+    # -- allocation ---------------------------------------------------------------------
+
+    def allocate(self, n: int) -> np.ndarray:
+        """Reserve `n` labels (not yet live) for rows about to be written."""
+        reused = [heapq.heappop(self._free) for _ in range(min(n, len(self._free)))]
+        fresh = np.arange(self.high_water, self.high_water + n - len(reused), dtype=np.int64)
+        self.high_water += len(fresh)
+        self._ensure_capacity(self.high_water)
+        return np.concatenate([np.asarray(reused, dtype=np.int64), fresh])
+
+    def release(self, labels: np.ndarray) -> None:
+        """Return reserved labels that were never written (a failed write)."""
+        for label in np.asarray(labels, dtype=np.int64).tolist():
+            if not self._live[label]:
+                heapq.heappush(self._free, label)
+
+    def _ensure_capacity(self, needed: int) -> None:
+        capacity = len(self._rows)
+        if needed <= capacity:
+            return
+        while capacity < needed:
+            capacity *= 2
+        rows = np.zeros((capacity, self.dim), dtype=np.float32)
+        rows[: len(self._rows)] = self._rows
+        norms_sq = np.zeros(capacity, dtype=np.float32)
+        norms_sq[: len(self._norms_sq)] = self._norms_sq
+        live = np.zeros(capacity, dtype=bool)
+        live[: len(self._live)] = self._live
+        self._rows, self._norms_sq, self._live = rows, norms_sq, live
+
+    # -- rows ---------------------------------------------------------------------------
+
+    def put(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """Write rows for allocated (or live, to overwrite) labels."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) and int(labels.max()) >= self.high_water:
+            self.high_water = int(labels.max()) + 1
+            self._ensure_capacity(self.high_water)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(labels), self.dim)
+        self._rows[labels] = vectors
+        self._norms_sq[labels] = np.einsum("ij,ij->i", vectors, vectors)
+        self.count += int(np.count_nonzero(~self._live[labels]))
+        self._live[labels] = True
+
+    def remove(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        labels = labels[self._live[labels]]
+        self._live[labels] = False
+        self.count -= len(labels)
+        for label in labels.tolist():
+            heapq.heappush(self._free, label)
+
+    def restore_free_list(self) -> None:
+        """After recovery wrote rows with `put`: every non-live label below high_water is free."""
+        self._free = np.flatnonzero(~self._live[: self.high_water]).tolist()
+        heapq.heapify(self._free)
+
+    def vector(self, label: int) -> np.ndarray:
+        return self._rows[label].copy()
+
+    def is_live(self, label: int) -> bool:
+        return 0 <= label < self.high_water and bool(self._live[label])
+
+    def live_labels(self) -> np.ndarray:
+        return np.flatnonzero(self._live[: self.high_water])
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._rows.nbytes + self._norms_sq.nbytes + self._live.nbytes
+
+    # -- exact search -------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, labels: np.ndarray, k: int) -> list[TopK]:
+        """Exact top-`k` of each query among `labels` (all live), nearest first.
+
+        One query is one `einsum` (a matrix-vector product); a batch is one GEMM.
+        """
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) == 0:
+            empty = TopK(np.empty(0, np.int64), np.empty(0, np.float32))
+            return [empty] * len(queries)
+        rows = self._rows[labels]
+        if len(queries) == 1:
+            dots = np.einsum("ij,j->i", rows, queries[0])[None, :]
+        else:
+            dots = queries @ rows.T
+        distances = self._distances(dots, queries, labels)
+        return [self._top(labels, row, k) for row in distances]
+
+    def _distances(self, dots: np.ndarray, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if self.metric is Metric.IP:
+            return 1.0 - dots
+        row_norms_sq = self._norms_sq[labels]
+        query_norms_sq = np.einsum("ij,ij->i", queries, queries)[:, None]
+        if self.metric is Metric.COSINE:
+            denominator = np.sqrt(query_norms_sq * row_norms_sq[None, :])
+            return 1.0 - dots / np.maximum(denominator, np.float32(1e-30))
+        squared = row_norms_sq[None, :] - 2.0 * dots + query_norms_sq
+        return np.sqrt(np.maximum(squared, 0.0))
+
+    @staticmethod
+    def _top(labels: np.ndarray, distances: np.ndarray, k: int) -> TopK:
+        if k < len(distances):
+            part = np.argpartition(distances, k - 1)[:k]
+        else:
+            part = np.arange(len(distances))
+        # Ties broken by label so that equal inputs give equal outputs across restarts.
+        order = np.lexsort((labels[part], distances[part]))
+        chosen = part[order]
+        return TopK(labels[chosen], distances[chosen].astype(np.float32))

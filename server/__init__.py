@@ -1,0 +1,1 @@
+"""The Shoal process: settings, lifecycle, the Database/Collection services and the CLI."""

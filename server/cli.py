@@ -1,0 +1,64 @@
+"""`shoal serve`: settings from flags over `SHOAL_*` environment over defaults, then uvicorn.
+
+The CLI is the composition root, so it alone imports the HTTP layer (see the import-linter
+exception in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+
+from server.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shoal", description="Shoal vector database")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--data-dir", help="RocksDB directory (SHOAL_DATA_DIR, default ./data)")
+    serve.add_argument("--host", help="listen address (SHOAL_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (SHOAL_PORT, default 8080)")
+    serve.add_argument(
+        "--durability", choices=["fsync", "os"], help="SHOAL_DURABILITY, default fsync"
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {
+        name: value for name, value in vars(args).items() if name != "command" and value is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    from api.app import create_app
+
+    logging.getLogger("shoal").info(
+        "serving on %s:%d, data in %s, durability %s",
+        settings.host,
+        settings.port,
+        settings.data_dir.resolve(),
+        settings.durability,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,542 @@
+"""One collection: its in-memory indexes, its write path and its read path.
+
+Write path (every mutation; single-point calls are one-element batches):
+
+    validate (no lock) -> [write mutex] resolve ids, allocate labels, build one Batch
+        -> store.append (RocksDB WriteBatch, unsynced) -> [RW lock, write] apply to arena,
+        point table, tenant index -> [release mutex] -> store.wait_durable (group commit) -> ack
+
+Writers are serialized per collection by the write mutex, so RocksDB order equals the order
+indexes see; the WAL sync runs outside every lock, so one sync covers concurrent writers. A
+crash after append is repaired by recovery, which rebuilds everything from RocksDB (`load`).
+Readers hold the RW lock shared; it is never held across RocksDB I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+from pyroaring import BitMap
+
+from index.arena import VectorArena
+from index.points import PointTable
+from index.tenants import TenantIndex
+from server import validation
+from server.errors import Invalid, NotFound, TooLarge, Unavailable
+from server.model import (
+    CollectionConfig,
+    CollectionInfo,
+    DeleteResult,
+    Hit,
+    Limits,
+    PointInput,
+    PointView,
+    PointWrite,
+    QueryPlan,
+    QueryResult,
+    TenantInfo,
+    UpsertResult,
+)
+from server.rwlock import RWLock
+from storage import keys
+from storage.commit import DurabilityLost
+from storage.records import decode_point, encode_point
+from storage.store import Batch, Store
+
+
+class Collection:
+    def __init__(self, config: CollectionConfig, store: Store, limits: Limits):
+        self.config = config
+        self.limits = limits
+        self._store = store
+        self.arena = VectorArena(config.dim, config.metric)
+        self.points = PointTable()
+        self.tenants = TenantIndex()
+        self._write_mutex = threading.Lock()  # serializes writers: prepare + append + apply
+        self._rw = RWLock()  # readers vs. applying a committed batch
+        self.dropped = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # -- recovery -----------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild every in-memory structure from one sequential scan per column family."""
+        cid = self.config.cid
+        for key, value in self._store.scan(keys.CF_META, keys.tenant_prefix(cid)):
+            _, number = keys.decode_tenant_key(key)
+            self.tenants.register(orjson.loads(value)["name"], number)
+        labels: list[int] = []
+        vectors: list[np.ndarray] = []
+        for key, value in self._store.scan(keys.CF_POINTS, keys.u32(cid)):
+            _, label = keys.decode_point_key(key)
+            record = decode_point(value)
+            labels.append(label)
+            vectors.append(record.vector)
+            self.points.set(label, record.owner, record.point_id, record.attributes_json)
+            self.tenants.add_point(record.owner, record.point_id, label)
+        if labels:
+            self.arena.put(np.asarray(labels, dtype=np.int64), np.stack(vectors))
+        self.arena.restore_free_list()
+        for key, _ in self._store.scan(keys.CF_GRANTS, keys.u32(cid)):
+            _, label, grantee = keys.decode_grant_key(key)
+            self.tenants.grant(label, grantee)
+
+    def close(self) -> None:
+        """Wait for the writer in progress, then refuse new writes (shutdown)."""
+        with self._write_mutex:
+            self.dropped = True
+
+    def drop(self) -> None:
+        """Delete the collection's every key in one batch; later calls raise NotFound."""
+        cid = self.config.cid
+        with self._writing():
+            self.dropped = True
+            batch = Batch()
+            batch.delete(keys.CF_META, keys.collection_key(self.name))
+            lo, hi = keys.collection_range(cid)
+            batch.delete_range(keys.CF_POINTS, lo, hi)
+            batch.delete_range(keys.CF_GRANTS, lo, hi)
+            batch.delete_range(keys.CF_META, keys.tenant_prefix(cid), keys.tenant_prefix(cid + 1))
+            self._store.write(batch)
+
+    # -- write plumbing -----------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._write_mutex:
+            if self.dropped:
+                raise NotFound(f"collection {self.name!r} not found")
+            yield
+
+    def _commit(self, batch: Batch, apply: Callable[[], None]) -> int:
+        """Append `batch` then apply it to memory; caller holds the write mutex."""
+        try:
+            ticket = self._store.append(batch)
+        except DurabilityLost as exc:
+            raise Unavailable(str(exc)) from exc
+        with self._rw.write():
+            apply()
+        return ticket
+
+    def _wait_durable(self, ticket: int) -> None:
+        try:
+            self._store.wait_durable(ticket)
+        except DurabilityLost as exc:
+            raise Unavailable(str(exc)) from exc
+
+    def _tenant_for_write(self, name: str, batch: Batch, new: dict[str, int]) -> int:
+        """The tenant's number, creating it (record in `batch`, number in `new`) if unknown."""
+        number = self.tenants.number_of.get(name) or new.get(name)
+        if number is None:
+            number = self.tenants.reserve_number()
+            new[name] = number
+            record = orjson.dumps({"name": name, "created_at": time.time()})
+            batch.put(keys.CF_META, keys.tenant_key(self.config.cid, number), record)
+        return number
+
+    def _register(self, new: dict[str, int]) -> None:
+        for name, number in new.items():
+            self.tenants.register(name, number)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def ensure_tenant(self, tenant: str) -> bool:
+        """Create the tenant if missing; True if it was created."""
+        validation.identifier(tenant, "tenant", "a tenant name")
+        with self._writing():
+            if tenant in self.tenants.number_of:
+                return False
+            batch, new = Batch(), {}
+            self._tenant_for_write(tenant, batch, new)
+            ticket = self._commit(batch, lambda: self._register(new))
+        self._wait_durable(ticket)
+        return True
+
+    def upsert(self, tenant: str, inputs: list[PointInput]) -> UpsertResult:
+        validation.identifier(tenant, "tenant", "a tenant name")
+        if not inputs:
+            raise Invalid("points", "at least one point is required")
+        if len(inputs) > self.limits.max_batch_points:
+            raise TooLarge(
+                f"points: the batch has {len(inputs)} points; "
+                f"the limit is {self.limits.max_batch_points}"
+            )
+        matrix, writes = self._validate_points(tenant, inputs)
+        with self._writing():
+            batch, new = Batch(), {}
+            owner = self._tenant_for_write(tenant, batch, new)
+            owner_ids = self.tenants.ids.get(owner, {})
+            existing = [owner_ids.get(w.point_id) for w in writes]
+            fresh = self.arena.allocate(sum(label is None for label in existing))
+            fresh_iter = iter(fresh.tolist())
+            labels = [label if label is not None else next(fresh_iter) for label in existing]
+            grant_changes: list[tuple[int, set[int], set[int]]] = []
+            for write, label, old, vector in zip(writes, labels, existing, matrix, strict=True):
+                record = encode_point(owner, write.point_id, vector, write.attributes_json)
+                batch.put(keys.CF_POINTS, keys.point_key(self.config.cid, label), record)
+                if write.shared_with is None:
+                    continue
+                wanted = {self._tenant_for_write(g, batch, new) for g in write.shared_with}
+                current = set(self.tenants.grantees(label)) if old is not None else set()
+                added, removed = wanted - current, current - wanted
+                for grantee in added:
+                    batch.put(keys.CF_GRANTS, keys.grant_key(self.config.cid, label, grantee), b"")
+                for grantee in removed:
+                    batch.delete(keys.CF_GRANTS, keys.grant_key(self.config.cid, label, grantee))
+                grant_changes.append((label, added, removed))
+
+            def apply() -> None:
+                self._register(new)
+                self.arena.put(np.asarray(labels, dtype=np.int64), matrix)
+                for write, label, old in zip(writes, labels, existing, strict=True):
+                    self.points.set(label, owner, write.point_id, write.attributes_json)
+                    if old is None:
+                        self.tenants.add_point(owner, write.point_id, label)
+                for label, added, removed in grant_changes:
+                    for grantee in added:
+                        self.tenants.grant(label, grantee)
+                    for grantee in removed:
+                        self.tenants.revoke(label, grantee)
+
+            try:
+                ticket = self._commit(batch, apply)
+            except BaseException:
+                self.arena.release(fresh)
+                raise
+        self._wait_durable(ticket)
+        created = len(fresh)
+        return UpsertResult(created=created, updated=len(writes) - created)
+
+    def _validate_points(
+        self, tenant: str, inputs: list[PointInput]
+    ) -> tuple[np.ndarray, list[PointWrite]]:
+        schema, max_bytes = self.config.schema, self.limits.max_attributes_bytes
+        writes: list[PointWrite] = []
+        seen: set[str] = set()
+        for i, point in enumerate(inputs):
+            point_id = validation.identifier(point.point_id, f"points[{i}].id", "a point id")
+            if point_id in seen:
+                raise Invalid(f"points[{i}].id", f"duplicate id {point_id!r} in the batch")
+            seen.add(point_id)
+            raw_attributes = {} if point.attributes is None else point.attributes
+            path = f"points[{i}].attributes"
+            attributes, encoded = validation.attributes(raw_attributes, schema, path, max_bytes)
+            shared_with = None
+            if point.shared_with is not None:
+                shared_with = []
+                for j, grantee in enumerate(point.shared_with):
+                    path = f"points[{i}].shared_with[{j}]"
+                    validation.identifier(grantee, path, "a tenant name")
+                    if grantee == tenant:
+                        raise Invalid(path, "a point is always readable by its owner")
+                    shared_with.append(grantee)
+            writes.append(PointWrite(point_id, attributes, encoded, shared_with))
+        rows = [point.vector for point in inputs]
+        matrix = validation.vectors(rows, self.config.dim, self.config.metric, "points[{}].vector")
+        return matrix, writes
+
+    def patch_attributes(self, tenant: str, point_id: str, patch: Any) -> PointView:
+        """Merge `patch` into the point's attributes (RFC 7386: null removes a key)."""
+        if not isinstance(patch, dict):
+            raise Invalid("attributes", "attributes must be a JSON object")
+        with self._writing():
+            owner, label = self._owned_label(tenant, point_id)
+            current = orjson.loads(self.points.attributes_json(label))
+            merged, encoded = validation.attributes(
+                _merge_patch(current, patch),
+                self.config.schema,
+                "attributes",
+                self.limits.max_attributes_bytes,
+            )
+            vector = self.arena.vector(label)
+            batch = Batch()
+            record = encode_point(owner, point_id, vector, encoded)
+            batch.put(keys.CF_POINTS, keys.point_key(self.config.cid, label), record)
+            ticket = self._commit(batch, lambda: self.points.set_attributes(label, encoded))
+        self._wait_durable(ticket)
+        return PointView(point_id, tenant, merged, shared_with=self._grantee_names(label))
+
+    def delete_points(self, tenant: str, point_ids: list[str]) -> DeleteResult:
+        for i, point_id in enumerate(point_ids):
+            validation.identifier(point_id, f"ids[{i}]", "a point id")
+        if len(point_ids) > self.limits.max_batch_points:
+            raise TooLarge(
+                f"ids: {len(point_ids)} ids; the limit is {self.limits.max_batch_points}"
+            )
+        with self._writing():
+            owner = self._tenant_number(tenant)
+            owner_ids = self.tenants.ids[owner]
+            found = {pid: owner_ids[pid] for pid in dict.fromkeys(point_ids) if pid in owner_ids}
+            missing = [pid for pid in dict.fromkeys(point_ids) if pid not in owner_ids]
+            batch = Batch()
+            for label in found.values():
+                self._delete_point_keys(batch, label)
+
+            def apply() -> None:
+                for pid, label in found.items():
+                    self._forget_point(owner, pid, label)
+
+            ticket = self._commit(batch, apply)
+        self._wait_durable(ticket)
+        return DeleteResult(deleted=len(found), not_found=missing)
+
+    def _delete_point_keys(self, batch: Batch, label: int) -> None:
+        cid = self.config.cid
+        batch.delete(keys.CF_POINTS, keys.point_key(cid, label))
+        for grantee in self.tenants.grantees(label):
+            batch.delete(keys.CF_GRANTS, keys.grant_key(cid, label, grantee))
+
+    def _forget_point(self, owner: int, point_id: str, label: int) -> None:
+        self.tenants.remove_point(owner, point_id, label)
+        self.points.clear(label)
+        self.arena.remove(np.asarray([label]))
+
+    def grant(self, tenant: str, point_id: str, grantee: str) -> PointView:
+        validation.identifier(grantee, "tenant", "a tenant name")
+        if grantee == tenant:
+            raise Invalid("tenant", "a point is always readable by its owner")
+        with self._writing():
+            _, label = self._owned_label(tenant, point_id)
+            batch, new = Batch(), {}
+            number = self._tenant_for_write(grantee, batch, new)
+            if number not in self.tenants.grantees(label):
+                key = keys.grant_key(self.config.cid, label, number)
+                batch.put(keys.CF_GRANTS, key, b"")
+
+                def apply() -> None:
+                    self._register(new)
+                    self.tenants.grant(label, number)
+
+                ticket = self._commit(batch, apply)
+            else:
+                ticket = 0
+        self._wait_durable(ticket)
+        return self._view(label, with_vector=False, for_owner=True)
+
+    def revoke(self, tenant: str, point_id: str, grantee: str) -> PointView:
+        with self._writing():
+            _, label = self._owned_label(tenant, point_id)
+            number = self.tenants.number_of.get(grantee)
+            if number is None or number not in self.tenants.grantees(label):
+                raise NotFound(f"point {point_id!r} is not shared with tenant {grantee!r}")
+            batch = Batch()
+            batch.delete(keys.CF_GRANTS, keys.grant_key(self.config.cid, label, number))
+            ticket = self._commit(batch, lambda: self.tenants.revoke(label, number))
+        self._wait_durable(ticket)
+        return self._view(label, with_vector=False, for_owner=True)
+
+    def delete_tenant(self, tenant: str) -> int:
+        """Delete the tenant, every point it owns and every grant to it; returns points deleted."""
+        cid = self.config.cid
+        with self._writing():
+            number = self._tenant_number(tenant)
+            owned = {pid: label for pid, label in self.tenants.ids[number].items()}
+            granted = list(self.tenants.granted_to(number))
+            batch = Batch()
+            for label in owned.values():
+                self._delete_point_keys(batch, label)
+            for label in granted:
+                batch.delete(keys.CF_GRANTS, keys.grant_key(cid, label, number))
+            batch.delete(keys.CF_META, keys.tenant_key(cid, number))
+
+            def apply() -> None:
+                for pid, label in owned.items():
+                    self._forget_point(number, pid, label)
+                for label in granted:
+                    self.tenants.revoke(label, number)
+                self.tenants.unregister(number)
+
+            ticket = self._commit(batch, apply)
+        self._wait_durable(ticket)
+        return len(owned)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _tenant_number(self, tenant: str) -> int:
+        number = self.tenants.number_of.get(tenant)
+        if number is None:
+            raise NotFound(f"tenant {tenant!r} not found in collection {self.name!r}")
+        return number
+
+    def _owned_label(self, tenant: str, point_id: str) -> tuple[int, int]:
+        owner = self._tenant_number(tenant)
+        label = self.tenants.ids[owner].get(point_id)
+        if label is None:
+            raise NotFound(f"point {point_id!r} not found for tenant {tenant!r}")
+        return owner, label
+
+    def _grantee_names(self, label: int) -> list[str]:
+        return sorted(self.tenants.name_of[g] for g in self.tenants.grantees(label))
+
+    def _view(self, label: int, with_vector: bool, for_owner: bool) -> PointView:
+        return PointView(
+            point_id=self.points.point_id(label),
+            owner=self.tenants.name_of[self.points.owner(label)],
+            attributes=orjson.loads(self.points.attributes_json(label)),
+            vector=self.arena.vector(label) if with_vector else None,
+            shared_with=self._grantee_names(label) if for_owner else None,
+        )
+
+    def get_point(
+        self, tenant: str, point_id: str, owner: str | None = None, with_vector: bool = False
+    ) -> PointView:
+        """The tenant's own point, or (with `owner`) another tenant's point shared with it."""
+        with self._rw.read():
+            reader = self._tenant_number(tenant)
+            owner_name = tenant if owner is None else owner
+            owner_number = self.tenants.number_of.get(owner_name)
+            label = None if owner_number is None else self.tenants.ids[owner_number].get(point_id)
+            if label is None or label not in self.tenants.readable[reader]:
+                raise NotFound(f"point {point_id!r} not found for tenant {tenant!r}")
+            return self._view(label, with_vector, for_owner=owner_number == reader)
+
+    def scroll(
+        self, tenant: str, cursor: str | None, limit: int, with_vector: bool
+    ) -> tuple[list[PointView], str | None]:
+        """Points the tenant can read, in label order; `cursor` is the previous page's last."""
+        start = _parse_cursor(cursor)
+        with self._rw.read():
+            reader = self._tenant_number(tenant)
+            readable = self.tenants.readable[reader]
+            page = list(itertools.islice(readable.iter_equal_or_larger(start), limit + 1))
+            more = len(page) > limit
+            page = page[:limit]
+            views = [
+                self._view(label, with_vector, self.points.owner(label) == reader) for label in page
+            ]
+        next_cursor = str(page[-1] + 1) if more and page else None
+        return views, next_cursor
+
+    def count(self, tenant: str) -> int:
+        with self._rw.read():
+            return len(self.tenants.readable[self._tenant_number(tenant)])
+
+    def query(
+        self,
+        tenant: str,
+        queries: list[Any],
+        k: int,
+        include_attributes: bool = True,
+        include_vector: bool = False,
+    ) -> list[QueryResult]:
+        """Exact top-k among the points `tenant` can read, one result per query vector."""
+        with self._rw.read():
+            labels = self.tenants.readable_array(self._tenant_number(tenant))
+            return self._search(labels, queries, k, include_attributes, include_vector)
+
+    def admin_query(
+        self,
+        queries: list[Any],
+        k: int,
+        tenants: list[str] | None = None,
+        include_attributes: bool = True,
+        include_vector: bool = False,
+    ) -> list[QueryResult]:
+        """Across every point, or the points readable by any of `tenants`."""
+        with self._rw.read():
+            if tenants is None:
+                labels = self.arena.live_labels()
+            else:
+                numbers = [self._tenant_number(t) for t in tenants]
+                union = BitMap.union(BitMap(), *(self.tenants.readable[n] for n in numbers))
+                labels = np.frombuffer(union.to_array(), dtype=np.uint32).astype(np.int64)
+            return self._search(labels, queries, k, include_attributes, include_vector)
+
+    def _search(
+        self,
+        labels: np.ndarray,
+        queries: list[Any],
+        k: int,
+        include_attributes: bool,
+        include_vector: bool,
+    ) -> list[QueryResult]:
+        validation.top_k(k)
+        started = time.perf_counter()
+        matrix = validation.vectors(queries, self.config.dim, self.config.metric, "vector")
+        searched = time.perf_counter()
+        found = self.arena.search(matrix, labels, k)
+        fetched = time.perf_counter()
+        results = []
+        for top in found:
+            hits = [
+                self._hit(label, distance, include_attributes, include_vector)
+                for label, distance in zip(top.labels.tolist(), top.distances.tolist(), strict=True)
+            ]
+            plan = QueryPlan("exact", len(labels), {})
+            results.append(QueryResult(hits, plan))
+        done = time.perf_counter()
+        timings = {
+            "validate": (searched - started) * 1e3,
+            "search": (fetched - searched) * 1e3,
+            "fetch": (done - fetched) * 1e3,
+        }
+        for result in results:
+            result.plan.timings_ms = timings
+        return results
+
+    def _hit(self, label: int, distance: float, attributes: bool, vector: bool) -> Hit:
+        return Hit(
+            point_id=self.points.point_id(label),
+            owner=self.tenants.name_of[self.points.owner(label)],
+            distance=distance,
+            attributes=orjson.loads(self.points.attributes_json(label)) if attributes else None,
+            vector=self.arena.vector(label) if vector else None,
+        )
+
+    def tenant_info(self, tenant: str) -> TenantInfo:
+        with self._rw.read():
+            number = self._tenant_number(tenant)
+            owned = len(self.tenants.owned[number])
+            return TenantInfo(tenant, owned, len(self.tenants.readable[number]) - owned)
+
+    def list_tenants(self, cursor: str | None, limit: int) -> tuple[list[TenantInfo], str | None]:
+        with self._rw.read():
+            names = self.tenants.names_after(cursor, limit + 1)
+            page = names[:limit]
+            infos = []
+            for name in page:
+                number = self.tenants.number_of[name]
+                owned = len(self.tenants.owned[number])
+                infos.append(TenantInfo(name, owned, len(self.tenants.readable[number]) - owned))
+        return infos, (page[-1] if len(names) > limit else None)
+
+    def info(self) -> CollectionInfo:
+        with self._rw.read():
+            return CollectionInfo(
+                self.config, self.arena.count, len(self.tenants.number_of), self.arena.memory_bytes
+            )
+
+    def check_invariants(self) -> None:
+        with self._rw.read():
+            self.tenants.check_invariants(self.points.owner_map())
+            assert self.arena.count == len(self.points.owner_map()), "arena/point table differ"
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge_patch(merged.get(key), value)
+    return merged
+
+
+def _parse_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isdigit() or len(cursor) > 20:
+        raise Invalid("cursor", "not a cursor returned by this endpoint")
+    return int(cursor)

@@ -1,0 +1,131 @@
+"""Service-level value types (dataclasses): what the API hands in and gets back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from index.arena import Metric
+from server.validation import FieldType
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    name: str
+    cid: int
+    dim: int
+    metric: Metric
+    schema: dict[str, FieldType] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "name": self.name,
+                "cid": self.cid,
+                "dim": self.dim,
+                "metric": self.metric.value,
+                "schema": {k: v.value for k, v in self.schema.items()},
+                "created_at": self.created_at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CollectionConfig:
+        data = orjson.loads(raw)
+        return cls(
+            name=data["name"],
+            cid=data["cid"],
+            dim=data["dim"],
+            metric=Metric(data["metric"]),
+            schema={k: FieldType(v) for k, v in data["schema"].items()},
+            created_at=data["created_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PointWrite:
+    """One validated point of an upsert. `shared_with=None` keeps an existing point's grants."""
+
+    point_id: str
+    attributes: dict[str, Any]
+    attributes_json: bytes
+    shared_with: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PointView:
+    point_id: str
+    owner: str
+    attributes: dict[str, Any]
+    vector: np.ndarray | None = None
+    shared_with: list[str] | None = None  # shown to the owner only
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    point_id: str
+    owner: str
+    distance: float
+    attributes: dict[str, Any] | None = None
+    vector: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class QueryPlan:
+    strategy: str
+    candidates: int
+    timings_ms: dict[str, float]
+
+
+@dataclass(slots=True)
+class QueryResult:
+    hits: list[Hit]
+    plan: QueryPlan
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    deleted: int
+    not_found: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantInfo:
+    name: str
+    points: int  # owned
+    shared_with_it: int  # points of other tenants it can read
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    config: CollectionConfig
+    points: int
+    tenants: int
+    vector_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PointInput:
+    """One point of an upsert as the client sent it, before validation."""
+
+    point_id: str
+    vector: Any  # list of numbers or a float32 array
+    attributes: Any = None
+    shared_with: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_batch_points: int = 1000
+    max_attributes_bytes: int = 65536

@@ -1,0 +1,1 @@
+"""Durable state in RocksDB (rocksdict, raw mode): keys, records, group-committed batches."""

@@ -1,0 +1,87 @@
+"""Key encoding for every column family.
+
+Integers are fixed-width big-endian so that RocksDB's byte order is numeric order, and every
+key of a collection starts with its 4-byte collection id, so one collection is one key range.
+
+| column family | key | value |
+|---|---|---|
+| `meta` | `b"c" + name` | collection record (JSON) |
+| `meta` | `b"n"` | next collection id (u32) |
+| `meta` | `b"t" + cid + tenant_no` | tenant record (JSON) |
+| `points` | `cid + label(u64)` | point record (`storage.records`) |
+| `grants` | `cid + label(u64) + tenant_no(u32)` | empty: the point is readable by that tenant |
+"""
+
+from __future__ import annotations
+
+import struct
+
+CF_META = "meta"
+CF_POINTS = "points"
+CF_GRANTS = "grants"
+CF_KEYS = "keys"
+CF_OPLOG = "oplog"
+COLUMN_FAMILIES = (CF_META, CF_POINTS, CF_GRANTS, CF_KEYS, CF_OPLOG)
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_CID_LABEL = struct.Struct(">IQ")
+_CID_TENANT = struct.Struct(">II")
+_GRANT = struct.Struct(">IQI")
+
+COLLECTION_PREFIX = b"c"
+NEXT_COLLECTION_ID = b"n"
+TENANT_PREFIX = b"t"
+
+
+def u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def collection_key(name: str) -> bytes:
+    return COLLECTION_PREFIX + name.encode()
+
+
+def collection_name(key: bytes) -> str:
+    return key[len(COLLECTION_PREFIX) :].decode()
+
+
+def tenant_key(cid: int, tenant_no: int) -> bytes:
+    return TENANT_PREFIX + _CID_TENANT.pack(cid, tenant_no)
+
+
+def tenant_prefix(cid: int) -> bytes:
+    return TENANT_PREFIX + _U32.pack(cid)
+
+
+def decode_tenant_key(key: bytes) -> tuple[int, int]:
+    return _CID_TENANT.unpack_from(key, len(TENANT_PREFIX))
+
+
+def point_key(cid: int, label: int) -> bytes:
+    return _CID_LABEL.pack(cid, label)
+
+
+def decode_point_key(key: bytes) -> tuple[int, int]:
+    return _CID_LABEL.unpack(key)
+
+
+def grant_key(cid: int, label: int, tenant_no: int) -> bytes:
+    return _GRANT.pack(cid, label, tenant_no)
+
+
+def decode_grant_key(key: bytes) -> tuple[int, int, int]:
+    return _GRANT.unpack(key)
+
+
+def collection_range(cid: int) -> tuple[bytes, bytes]:
+    """[lo, hi) covering every `points`/`grants` key of one collection."""
+    return _U32.pack(cid), _U32.pack(cid + 1)
+
+
+def prefix_upper_bound(prefix: bytes) -> bytes | None:
+    """Smallest key greater than every key that starts with `prefix` (None: no bound)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
