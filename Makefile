@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # hnswlib compiled without -march=native: a cached build must not SIGILL on another CPU.
 export HNSWLIB_NO_NATIVE := 1
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean openapi
 
 $(BIN)/shoal: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,6 @@ bench: $(BIN)/shoal
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+openapi: $(BIN)/shoal
+	$(BIN)/python -c "import json; from api.app import create_app; from server.settings import Settings; print(json.dumps(create_app(Settings()).openapi(), indent=1))" > docs/openapi.json

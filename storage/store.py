@@ -118,6 +118,8 @@ class Store:
                 self._db.flush_wal(True)
                 self._db.flush()
             finally:
-                for cf in self._cfs.values():
-                    cf.close()
+                # Column-family objects keep the DB alive (and its LOCK file held) until they
+                # are dropped, so a reopen in the same process would fail.
+                self._handles.clear()
+                self._cfs.clear()
                 self._db.close()

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index.arena import Metric, VectorArena
+
+
+def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim)) * 4
+    return (centers[rng.integers(clusters, size=n)] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def brute_force(rows: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarray:
+    rows64, q64 = rows.astype(np.float64), query.astype(np.float64)
+    if metric is Metric.COSINE:
+        return 1 - rows64 @ q64 / (np.linalg.norm(rows64, axis=1) * np.linalg.norm(q64))
+    if metric is Metric.IP:
+        return 1 - rows64 @ q64
+    return np.linalg.norm(rows64 - q64, axis=1)
+
+
+@pytest.mark.parametrize("metric", list(Metric))
+def test_exact_search_matches_brute_force_on_a_label_subset(metric: Metric) -> None:
+    data = clustered(3000, 24, 12, seed=1)
+    arena = VectorArena(24, metric, initial_capacity=16)
+    labels = arena.allocate(len(data))
+    arena.put(labels, data)
+    subset = np.sort(np.random.default_rng(2).choice(labels, 700, replace=False))
+    queries = clustered(20, 24, 12, seed=3)
+    for query, top in zip(queries, arena.search(queries, subset, 10), strict=True):
+        expected = brute_force(data[subset], query, metric)
+        order = np.argsort(expected, kind="stable")[:10]
+        np.testing.assert_array_equal(top.labels, subset[order])
+        np.testing.assert_allclose(top.distances, expected[order], rtol=1e-4, atol=1e-4)
+
+
+def test_single_query_and_batch_agree() -> None:
+    data = clustered(500, 16, 5, seed=4)
+    arena = VectorArena(16, Metric.L2)
+    labels = arena.allocate(500)
+    arena.put(labels, data)
+    queries = clustered(8, 16, 5, seed=5)
+    batch = arena.search(queries, labels, 7)
+    for query, top in zip(queries, batch, strict=True):
+        [single] = arena.search(query[None, :], labels, 7)
+        np.testing.assert_array_equal(single.labels, top.labels)
+
+
+def test_k_above_the_set_returns_the_whole_set_sorted() -> None:
+    arena = VectorArena(2, Metric.L2)
+    labels = arena.allocate(3)
+    arena.put(labels, np.array([[3, 0], [1, 0], [2, 0]], dtype=np.float32))
+    [top] = arena.search(np.array([[0, 0]], dtype=np.float32), labels, 10)
+    assert top.labels.tolist() == [1, 2, 0]
+    np.testing.assert_allclose(top.distances, [1, 2, 3])
+
+
+def test_deleted_labels_are_reused_lowest_first_and_growth_keeps_rows() -> None:
+    arena = VectorArena(4, Metric.IP, initial_capacity=16)
+    data = clustered(100, 4, 3, seed=6)
+    labels = arena.allocate(100)
+    arena.put(labels, data)
+    arena.remove(np.array([40, 7, 90]))
+    assert arena.count == 97
+    assert arena.allocate(2).tolist() == [7, 40]
+    assert arena.allocate(2).tolist() == [90, 100]
+    np.testing.assert_array_equal(arena.vector(99), data[99])
+    assert not arena.is_live(7)
+
+
+def test_restore_free_list_after_recovery() -> None:
+    arena = VectorArena(2, Metric.L2)
+    arena.put(np.array([0, 3, 5]), np.ones((3, 2), dtype=np.float32))
+    arena.restore_free_list()
+    assert arena.count == 3
+    assert arena.allocate(4).tolist() == [1, 2, 4, 6]
+
+
+def test_empty_label_set_returns_no_hits() -> None:
+    arena = VectorArena(3, Metric.COSINE)
+    [top] = arena.search(np.ones((1, 3), dtype=np.float32), np.empty(0, dtype=np.int64), 5)
+    assert len(top.labels) == 0

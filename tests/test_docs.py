@@ -1,0 +1,55 @@
+"""The docs keep up with the code: every route, setting, error code, and the OpenAPI schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from fastapi.routing import APIRoute
+
+from api.app import create_app
+from api.errors import STATUS_BY_CODE
+from server.settings import Settings
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _app_routes() -> list[tuple[str, str]]:
+    app = create_app(Settings())
+    return [
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods)
+    ]
+
+
+def test_every_route_has_a_heading_in_the_api_reference() -> None:
+    text = (DOCS / "api.md").read_text()
+    documented = set(re.findall(r"^### `([A-Z]+) ([^`?\s]+)", text, flags=re.M))
+    missing = [f"{m} {p}" for m, p in _app_routes() if (m, p) not in documented]
+    assert not missing, f"routes missing from docs/api.md: {missing}"
+
+
+def test_every_error_code_is_documented() -> None:
+    text = (DOCS / "api.md").read_text()
+    missing = [code for code in STATUS_BY_CODE if f"`{code}`" not in text]
+    assert not missing, f"error codes missing from docs/api.md: {missing}"
+
+
+def test_every_setting_is_documented_with_its_environment_variable() -> None:
+    text = (DOCS / "configuration.md").read_text()
+    missing = [
+        name
+        for name in Settings.model_fields
+        if f"`{name}`" not in text or f"`SHOAL_{name.upper()}`" not in text
+    ]
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"
+
+
+def test_committed_openapi_matches_the_app() -> None:
+    committed = json.loads((DOCS / "openapi.json").read_text())
+    assert committed == create_app(Settings()).openapi(), (
+        "docs/openapi.json is stale: run `make openapi` and review the diff"
+    )
