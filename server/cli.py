@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -50,14 +51,27 @@ def main(argv: list[str] | None = None) -> int:
         settings.data_dir.resolve(),
         settings.durability,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+    _Server(config).run()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """A SIGTERM/SIGINT shutdown that completed gracefully exits 0.
+
+    uvicorn re-raises the signal it handled once it has shut down, so the process would die by
+    it (status -15) even though the store was closed cleanly; supervisors read that as a crash.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 Vector = list[Annotated[float, Field(strict=True)]]
 
 
+def absent(value: object) -> bool:
+    """Optional response fields that were not asked for are left out, not sent as null."""
+    return value is None
+
+
 class RequestModel(BaseModel):
     """Unknown fields are errors: a typo must not silently do nothing."""
 

@@ -5,6 +5,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from api.models.common import RequestModel, Vector
+from api.models.common import absent as _absent
 
 
 class PointIn(RequestModel):
@@ -31,8 +32,10 @@ class PointOut(BaseModel):
     id: str
     owner: str
     attributes: dict[str, Any]
-    vector: list[float] | None = None
-    shared_with: list[str] | None = Field(None, description="Grantees; shown to the owner only.")
+    vector: list[float] | None = Field(None, exclude_if=_absent, description="With `with_vector`.")
+    shared_with: list[str] | None = Field(
+        None, exclude_if=_absent, description="Grantees; shown to the owner only."
+    )
 
 
 class PatchRequest(RequestModel):

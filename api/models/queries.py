@@ -5,6 +5,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.models.common import RequestModel, Vector
+from api.models.common import absent as _absent
 
 
 class QueryRequest(RequestModel):
@@ -32,8 +33,8 @@ class HitOut(BaseModel):
     id: str
     owner: str
     distance: float = Field(description="Smaller is closer: cosine 1-cos, l2 Euclidean, ip 1-dot.")
-    attributes: dict[str, Any] | None = None
-    vector: list[float] | None = None
+    attributes: dict[str, Any] | None = Field(None, exclude_if=_absent)
+    vector: list[float] | None = Field(None, exclude_if=_absent)
 
 
 class PlanOut(BaseModel):
@@ -46,7 +47,7 @@ class PlanOut(BaseModel):
 
 class QueryResponse(BaseModel):
     results: list[HitOut]
-    plan: PlanOut | None = None
+    plan: PlanOut | None = Field(None, exclude_if=_absent, description="With `explain`.")
 
 
 class BatchQueryResponse(BaseModel):

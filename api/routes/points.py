@@ -56,7 +56,6 @@ def delete_points(
 
 @router.post(
     "/scroll",
-    response_model_exclude_none=True,
     summary="Page through the points the tenant can read",
 )
 def scroll_points(
@@ -75,7 +74,6 @@ def count_points(
 
 @router.get(
     "/{point_id}",
-    response_model_exclude_none=True,
     summary="Fetch a point the tenant owns, or one shared with it",
 )
 def get_point(
@@ -92,7 +90,6 @@ def get_point(
 
 @router.patch(
     "/{point_id}",
-    response_model_exclude_none=True,
     summary="Merge attributes into one of the tenant's points",
 )
 def patch_point(
@@ -103,7 +100,6 @@ def patch_point(
 
 @router.post(
     "/{point_id}/grants",
-    response_model_exclude_none=True,
     summary="Share one of the tenant's points with another tenant",
 )
 def grant(
@@ -114,7 +110,6 @@ def grant(
 
 @router.delete(
     "/{point_id}/grants/{other}",
-    response_model_exclude_none=True,
     summary="Stop sharing a point with a tenant",
 )
 def revoke(

@@ -37,7 +37,6 @@ def _response(result: QueryResult, explain: bool) -> QueryResponse:
 
 @router.post(
     "/tenants/{tenant}/query",
-    response_model_exclude_none=True,
     summary="Nearest points among those the tenant can read",
 )
 def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> QueryResponse:
@@ -49,7 +48,6 @@ def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> Q
 
 @router.post(
     "/tenants/{tenant}/query/batch",
-    response_model_exclude_none=True,
     summary="Several queries in one request (one matrix product per group of equal options)",
 )
 def query_batch(
@@ -71,7 +69,6 @@ def query_batch(
 
 @router.post(
     "/query",
-    response_model_exclude_none=True,
     summary="Admin: nearest points across all tenants, or the ones listed",
 )
 def admin_query(body: AdminQueryRequest, collection: CollectionDep) -> QueryResponse:
