@@ -128,23 +128,35 @@ class VectorArena:
             empty = TopK(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty] * len(queries)
         rows = self._rows[labels]
-        if len(queries) == 1:
-            dots = np.einsum("ij,j->i", rows, queries[0])[None, :]
+        if self.metric is Metric.L2:
+            distances = self._euclidean(rows, queries)
         else:
-            dots = queries @ rows.T
-        distances = self._distances(dots, queries, labels)
+            if len(queries) == 1:
+                dots = np.einsum("ij,j->i", rows, queries[0])[None, :]
+            else:
+                dots = queries @ rows.T
+            distances = self._dot_distances(dots, queries, labels)
         return [self._top(labels, row, k) for row in distances]
 
-    def _distances(self, dots: np.ndarray, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def _dot_distances(
+        self, dots: np.ndarray, queries: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
         if self.metric is Metric.IP:
             return 1.0 - dots
         row_norms_sq = self._norms_sq[labels]
         query_norms_sq = np.einsum("ij,ij->i", queries, queries)[:, None]
-        if self.metric is Metric.COSINE:
-            denominator = np.sqrt(query_norms_sq * row_norms_sq[None, :])
-            return 1.0 - dots / np.maximum(denominator, np.float32(1e-30))
-        squared = row_norms_sq[None, :] - 2.0 * dots + query_norms_sq
-        return np.sqrt(np.maximum(squared, 0.0))
+        denominator = np.sqrt(query_norms_sq * row_norms_sq[None, :])
+        return 1.0 - dots / np.maximum(denominator, np.float32(1e-30))
+
+    @staticmethod
+    def _euclidean(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Differences, not `|x|^2 - 2x.q + |q|^2`: in float32 that expansion cancels
+        catastrophically for points far from the origin (distances off by 1e-2 at norm 500)."""
+        out = np.empty((len(queries), len(rows)), dtype=np.float32)
+        for i, query in enumerate(queries):
+            diff = rows - query
+            out[i] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        return out
 
     @staticmethod
     def _top(labels: np.ndarray, distances: np.ndarray, k: int) -> TopK:

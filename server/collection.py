@@ -242,7 +242,9 @@ class Collection:
                     shared_with.append(grantee)
             writes.append(PointWrite(point_id, attributes, encoded, shared_with))
         rows = [point.vector for point in inputs]
-        matrix = validation.vectors(rows, self.config.dim, self.config.metric, "points[{}].vector")
+        matrix = validation.vectors(
+            rows, self.config.dim, self.config.metric, lambda i: f"points[{i}].vector"
+        )
         return matrix, writes
 
     def patch_attributes(self, tenant: str, point_id: str, patch: Any) -> PointView:
@@ -428,11 +430,17 @@ class Collection:
         k: int,
         include_attributes: bool = True,
         include_vector: bool = False,
+        vector_paths: list[str] | None = None,
     ) -> list[QueryResult]:
-        """Exact top-k among the points `tenant` can read, one result per query vector."""
+        """Exact top-k among the points `tenant` can read, one result per query vector.
+
+        `vector_paths` names each query vector in errors (default: `vector`).
+        """
         with self._rw.read():
             labels = self.tenants.readable_array(self._tenant_number(tenant))
-            return self._search(labels, queries, k, include_attributes, include_vector)
+            return self._search(
+                labels, queries, k, include_attributes, include_vector, vector_paths
+            )
 
     def admin_query(
         self,
@@ -459,10 +467,16 @@ class Collection:
         k: int,
         include_attributes: bool,
         include_vector: bool,
+        vector_paths: list[str] | None = None,
     ) -> list[QueryResult]:
         validation.top_k(k)
         started = time.perf_counter()
-        matrix = validation.vectors(queries, self.config.dim, self.config.metric, "vector")
+        matrix = validation.vectors(
+            queries,
+            self.config.dim,
+            self.config.metric,
+            (lambda i: vector_paths[i]) if vector_paths else (lambda i: "vector"),
+        )
         searched = time.perf_counter()
         found = self.arena.search(matrix, labels, k)
         fetched = time.perf_counter()
@@ -537,6 +551,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
 def _parse_cursor(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit() or len(cursor) > 20:
+    # Labels are uint32 in the tenant bitmaps; anything else was not issued by scroll.
+    if not cursor.isdigit() or len(cursor) > 10 or int(cursor) > 2**32 - 1:
         raise Invalid("cursor", "not a cursor returned by this endpoint")
     return int(cursor)

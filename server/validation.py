@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -22,7 +23,7 @@ MAX_NAME_BYTES = 256
 MAX_DIM = 4096
 MAX_K = 1000
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -73,27 +74,31 @@ def top_k(k: int, path: str = "k") -> int:
     return k
 
 
-def vectors(rows: list[Any] | np.ndarray, dim: int, metric: Metric, path: str) -> np.ndarray:
-    """A (n, dim) float32 matrix of finite values; `path` is formatted with the row index."""
+def vectors(
+    rows: list[Any] | np.ndarray, dim: int, metric: Metric, path_of: Callable[[int], str]
+) -> np.ndarray:
+    """A (n, dim) float32 matrix of finite values; `path_of(i)` names row i for errors."""
     try:
-        matrix = np.asarray(rows, dtype=np.float32)
+        # Values beyond float32 become inf here and are reported below, not warned about.
+        with np.errstate(over="ignore"):
+            matrix = np.asarray(rows, dtype=np.float32)
     except (ValueError, TypeError):
         matrix = None
     if matrix is None or matrix.ndim != 2 or matrix.shape[1] != dim:
         for i, row in enumerate(rows):
             got = len(row) if isinstance(row, list | tuple | np.ndarray) else "a non-list"
             if got != dim:
-                raise Invalid(path.format(i), f"expected {dim} dimensions, got {got}")
-        raise Invalid(path.format(0), f"expected {dim} dimensions")
+                raise Invalid(path_of(i), f"expected {dim} dimensions, got {got}")
+        raise Invalid(path_of(0), f"expected {dim} dimensions")
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
-        raise Invalid(path.format(i), "contains NaN or infinity (or a value beyond float32)")
+        raise Invalid(path_of(i), "contains NaN or infinity (or a value beyond float32)")
     if metric is Metric.COSINE:
         zero = ~matrix.any(axis=1)
         if zero.any():
             i = int(np.flatnonzero(zero)[0])
-            raise Invalid(path.format(i), "a zero vector has no direction under the cosine metric")
+            raise Invalid(path_of(i), "a zero vector has no direction under the cosine metric")
     return matrix
 
 

@@ -4,14 +4,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.models.common import RequestModel
+from api.models.common import RequestModel, StrictInt
 
 FieldTypeName = Literal["keyword", "integer", "float", "boolean", "keyword[]", "datetime"]
 
 
 class CollectionCreate(RequestModel):
     name: str = Field(description="1-128 of letters, digits, `_`, `-`, `.`.")
-    dim: int = Field(description="Vector dimension, 1..4096.")
+    dim: StrictInt = Field(description="Vector dimension, 1..4096.")
     metric: Literal["cosine", "l2", "ip"] = Field("cosine", description="Distance metric.")
     schema_: dict[str, FieldTypeName] = Field(
         default_factory=dict,

@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Strict: a JSON string "1.5" or `true` in a vector is a client bug, not a number to coerce.
 Vector = list[Annotated[float, Field(strict=True)]]
+# Strict too: `true` or "10" where a count belongs is a client bug.
+StrictInt = Annotated[int, Field(strict=True)]
 
 
 def absent(value: object) -> bool:

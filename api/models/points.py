@@ -4,7 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from api.models.common import RequestModel, Vector
+from api.models.common import RequestModel, StrictInt, Vector
 from api.models.common import absent as _absent
 
 
@@ -56,7 +56,7 @@ class GrantRequest(RequestModel):
 
 
 class ScrollRequest(RequestModel):
-    limit: int = Field(100, ge=1, le=1000)
+    limit: StrictInt = Field(100, ge=1, le=1000)
     cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
     with_vector: bool = False
 

@@ -4,19 +4,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from api.models.common import RequestModel, Vector
+from api.models.common import RequestModel, StrictInt, Vector
 from api.models.common import absent as _absent
 
 
 class QueryRequest(RequestModel):
     vector: Vector
-    k: int = Field(10, ge=1, le=1000, description="How many nearest points to return.")
+    k: StrictInt = Field(10, ge=1, le=1000, description="How many nearest points to return.")
     include: list[Literal["attributes", "vector"]] = Field(
         default_factory=lambda: ["attributes"], description="What to return with each hit."
     )
     explain: bool = Field(False, description="Return the plan the query ran with.")
     exact: bool = Field(False, description="Force an exact scan (every query is exact for now).")
-    ef: int | None = Field(None, ge=1, le=10000, description="Search effort of approximate plans.")
+    ef: StrictInt | None = Field(
+        None, ge=1, le=10000, description="Search effort of approximate plans."
+    )
 
 
 class BatchQueryRequest(RequestModel):

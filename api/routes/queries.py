@@ -60,9 +60,9 @@ def query_batch(
     responses: list[QueryResponse | None] = [None] * len(body.queries)
     for (k, attributes, vector), indexes in groups.items():
         vectors = [body.queries[i].vector for i in indexes]
-        for i, result in zip(
-            indexes, collection.query(tenant, vectors, k, attributes, vector), strict=True
-        ):
+        paths = [f"queries[{i}].vector" for i in indexes]
+        results = collection.query(tenant, vectors, k, attributes, vector, paths)
+        for i, result in zip(indexes, results, strict=True):
             responses[i] = _response(result, body.queries[i].explain)
     return BatchQueryResponse(queries=[r for r in responses if r is not None])
 
