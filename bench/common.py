@@ -76,42 +76,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-class Server:
-    """`shoal serve` as a child on a free loopback port; optionally under `py-spy record`."""
+def minor_faults(pid: int) -> int:
+    """Minor page faults so far (first touches of fresh memory), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[7])
 
-    def __init__(self, data_dir: Path, *args: str, profile_to: Path | None = None):
+
+class Server:
+    """`shoal serve` as a child process on a free loopback port."""
+
+    def __init__(self, data_dir: Path, *args: str, log_level: str = "warning"):
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"shoal-{self.port}.log"
-        serve = self._serve_args(data_dir, args)
-        if profile_to is not None:
-            py_spy = Path(sys.executable).parent / "py-spy"
-            serve = [str(py_spy), "record", "--format", "raw", "--rate", "200", "--threads"]
-            serve += ["-o", str(profile_to), "--", *self._serve_args(data_dir, args)]
-        self.args = serve
+        self.args = [
+            sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir),
+            "--port", str(self.port), "--log-level", log_level, *args,
+        ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
-    def _serve_args(self, data_dir: Path, args: tuple[str, ...]) -> list[str]:
-        return [
-            sys.executable, "-m", "server.cli", "serve", "--data-dir", str(data_dir),
-            "--port", str(self.port), "--log-level", "warning", *args,
-        ]  # fmt: skip
-
     @property
     def pid(self) -> int:
-        """The Python server's pid (the child of py-spy when profiling)."""
         assert self.process is not None
-        if Path(self.args[0]).name != "py-spy":
-            return self.process.pid
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        for _ in range(500):
-            text = children.read_text().split()
-            if text:
-                return int(text[0])
-            time.sleep(0.01)
-        raise RuntimeError("py-spy did not start the server")
+        return self.process.pid
 
     def spawn(self) -> None:
         log = self.log_path.open("ab")
@@ -143,13 +132,36 @@ class Server:
         return self
 
     def stop(self) -> int:
+        """SIGTERM: graceful shutdown (syncs and closes the store); returns the exit code."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM if not self._profiled else signal.SIGINT)
+        self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=120)
 
-    @property
-    def _profiled(self) -> bool:
-        return Path(self.args[0]).name == "py-spy"
+
+class Profiler:
+    """`py-spy record --gil` attached to a running process: samples the thread holding the GIL."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 250):
+        py_spy = Path(sys.executable).parent / "py-spy"
+        self.out = out
+        self.args = [str(py_spy), "record", "--pid", str(pid), "--gil", "--threads"]
+        self.args += ["--rate", str(rate), "--format", "raw", "-o", str(out)]
+        self.rate = rate
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(1.0)  # py-spy attaches
+        if self.process.poll() is not None:
+            raise RuntimeError(f"py-spy failed: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
 
 
 class TempDir:
@@ -174,8 +186,20 @@ def machine() -> str:
         pass
     return (
         f"nproc={os.cpu_count()}, cpu={model}, python={platform.python_version()}, "
-        f"loadavg={os.getloadavg()[0]:.2f}"
+        f"code={code_version()}, loadavg={os.getloadavg()[0]:.2f}"
     )
+
+
+def code_version() -> str:
+    """The commit measured, and whether server code outside bench/ and docs/ was modified."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    changed = git("status", "--porcelain", "--", ".", ":!bench", ":!docs")
+    return (git("rev-parse", "--short", "HEAD") or "?") + (" +uncommitted" if changed else "")
 
 
 def median(values: list[float]) -> float:
@@ -189,6 +213,9 @@ def percentile(values: list[float], q: float) -> float:
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """A Markdown table, columns padded for the terminal."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])

@@ -9,7 +9,9 @@ with `section`, `priority`, `installed_size_kb` and `tags` as typed attributes. 
 
 - `owners`: every point; a request carries up to 500 points of one owner (an upsert names one
   tenant), so the Zipf-like tenant sizes give 2,174 requests of 29 points on average;
-- `full500`: only the 19 tenants owning >= 500 points, cut into 58 requests of exactly 500.
+- `full500`: only the 19 tenants owning >= 500 points, cut into 58 requests of exactly 500
+  points, sent three times under three tenant names (`<tenant>`, `<tenant>#2`, `<tenant>#3`; ids
+  are unique per owner, so every copy creates new points): 174 requests, 87,000 points.
 
 Four client threads (one httpx.Client each, keep-alive) send pre-encoded bodies (orjson, before
 the clock starts, so client-side JSON encoding is not counted); the clients still share the two
@@ -20,6 +22,8 @@ data dir; runs alternate fsync/os so both see the same machine noise; medians ar
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import statistics
 import threading
@@ -35,8 +39,10 @@ import orjson
 from bench.common import (
     SCHEMA,
     Debian,
+    Profiler,
     Server,
     TempDir,
+    code_version,
     cpu_seconds,
     load_debian,
     machine,
@@ -44,11 +50,13 @@ from bench.common import (
     percentile,
     table,
 )
-from bench.profile import summarize
+from bench.profile import stages, summarize
 
 COLLECTION = "debian"
 BATCH = 500
 CLIENTS = 4
+FULL_COPIES = 3  # full500 sends the big tenants' points under 3 tenant names
+PROFILE_RATE = 250
 
 
 @dataclass
@@ -103,12 +111,16 @@ def build_workloads(data: Debian) -> list[Workload]:
     random.Random(0).shuffle(owners)  # big and small tenants interleaved
     big = {t: rows for t, rows in groups.items() if len(rows) >= BATCH}
     full = [
-        _encode(data, tenant, rows[start : start + BATCH])
+        _encode(data, tenant if copy == 0 else f"{tenant}#{copy + 1}", rows[start : start + BATCH])
+        for copy in range(FULL_COPIES)
         for tenant, rows in big.items()
         for start in range(0, len(rows) - BATCH + 1, BATCH)
     ]
     random.Random(0).shuffle(full)
-    return [Workload("owners", owners, len(groups)), Workload("full500", full, len(big))]
+    return [
+        Workload("owners", owners, len(groups)),
+        Workload("full500", full, FULL_COPIES * len(big)),
+    ]
 
 
 def _warm_up(clients: list[httpx.Client]) -> None:
@@ -138,7 +150,7 @@ def _warm_up(clients: list[httpx.Client]) -> None:
 
 def run_once(workload: Workload, durability: str, profile_to: Path | None = None) -> RunResult:
     with TempDir() as tmp:
-        server = Server(tmp / "data", "--durability", durability, profile_to=profile_to).start()
+        server = Server(tmp / "data", "--durability", durability).start()
         pid = server.pid
         clients = [httpx.Client(base_url=server.url, timeout=120.0) for _ in range(CLIENTS)]
         try:
@@ -167,15 +179,18 @@ def run_once(workload: Workload, durability: str, profile_to: Path | None = None
                     latencies.extend(mine)
 
             threads = [threading.Thread(target=client_loop, args=(c,)) for c in clients]
-            server_cpu0, client_cpu0 = cpu_seconds(pid), time.process_time()
-            started = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            seconds = time.perf_counter() - started
-            server_cpu = cpu_seconds(pid) - server_cpu0
-            client_cpu = time.process_time() - client_cpu0
+            with (
+                Profiler(pid, profile_to, PROFILE_RATE) if profile_to else contextlib.nullcontext()
+            ):
+                server_cpu0, client_cpu0 = cpu_seconds(pid), time.process_time()
+                started = time.perf_counter()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                seconds = time.perf_counter() - started
+                server_cpu = cpu_seconds(pid) - server_cpu0
+                client_cpu = time.process_time() - client_cpu0
             if errors:
                 raise RuntimeError(f"{len(errors)} failed requests, first: {errors[0][:500]}")
             info = clients[0].get(f"/v1/collections/{COLLECTION}").json()
@@ -214,7 +229,9 @@ def _row(workload: Workload, durability: str, runs: list[RunResult]) -> list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per (workload, durability)")
     parser.add_argument(
         "--workloads", default="owners,full500", help="comma-separated: owners, full500"
@@ -280,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         osync = [r.vectors_per_s for r in results[(w.name, "os")]]
         ratios = [f / o for f, o in zip(fsync, osync, strict=True)]
         print(
-            f"{w.name}: fsync/os throughput ratio per run pair {', '.join(f'{x:.2f}' for x in ratios)}"
+            f"{w.name}: fsync/os throughput ratio per run pair "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}"
             f" (median {statistics.median(ratios):.2f})"
         )
 
@@ -289,10 +307,17 @@ def main(argv: list[str] | None = None) -> int:
             out = args.profile_dir / f"shoal-ingest-{w.name}-fsync.txt"
             result = run_once(w, "fsync", profile_to=out)
             print(
-                f"\nprofile {w.name} fsync (py-spy, {result.vectors_per_s:,.0f} vectors/s while "
-                f"sampled, server CPU {result.server_cpu:.1f} s), raw stacks in {out}:"
+                f"\nprofile, {w.name}, fsync: py-spy --gil at {PROFILE_RATE} Hz "
+                f"({result.vectors_per_s:,.0f} vectors/s while sampled, server CPU "
+                f"{result.server_cpu / result.points * 1e6:.0f} us/vector); raw stacks in {out}"
             )
-            print(summarize(out))
+            print(summarize(out, PROFILE_RATE, result.points))
+        body = next(r.body for r in build_workloads(data)[1].requests)
+        print("\nstages in-process, one 500-point body, single thread (median of 15):")
+        print(table(["stage", "ms per 500", "us/vector"], [
+            [name, f"{s * 1e3:.2f}", f"{s / BATCH * 1e6:.1f}"] for name, s in stages(body)
+        ]))  # fmt: skip
+    print(f"at the end: load average {os.getloadavg()[0]:.2f}, code={code_version()}")
     return 0
 
 
