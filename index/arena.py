@@ -102,6 +102,20 @@ class VectorArena:
         self._free = np.flatnonzero(~self._live[: self.high_water]).tolist()
         heapq.heapify(self._free)
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """The row storage itself, for compiled kernels that read rows in place. Valid until
+        the next growth; callers hold the collection's read lock, which excludes growth."""
+        return self._rows
+
+    @property
+    def norms_sq(self) -> np.ndarray:
+        return self._norms_sq
+
+    def rows(self, labels: np.ndarray) -> np.ndarray:
+        """Copies of the rows of `labels` (a gather)."""
+        return self._rows[labels]
+
     def vector(self, label: int) -> np.ndarray:
         return self._rows[label].copy()
 
@@ -127,16 +141,19 @@ class VectorArena:
         if len(labels) == 0:
             empty = TopK(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty] * len(queries)
+        distances = self.distances(queries, labels)
+        return [self.top_k(labels, row, k) for row in distances]
+
+    def distances(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(m, n) distances from each of `queries` (m, dim) to the rows of `labels` (n,)."""
         rows = self._rows[labels]
         if self.metric is Metric.L2:
-            distances = self._euclidean(rows, queries)
+            return self._euclidean(rows, queries)
+        if len(queries) == 1:
+            dots = np.einsum("ij,j->i", rows, queries[0])[None, :]
         else:
-            if len(queries) == 1:
-                dots = np.einsum("ij,j->i", rows, queries[0])[None, :]
-            else:
-                dots = queries @ rows.T
-            distances = self._dot_distances(dots, queries, labels)
-        return [self._top(labels, row, k) for row in distances]
+            dots = queries @ rows.T
+        return self._dot_distances(dots, queries, labels)
 
     def _dot_distances(
         self, dots: np.ndarray, queries: np.ndarray, labels: np.ndarray
@@ -159,7 +176,8 @@ class VectorArena:
         return out
 
     @staticmethod
-    def _top(labels: np.ndarray, distances: np.ndarray, k: int) -> TopK:
+    def top_k(labels: np.ndarray, distances: np.ndarray, k: int) -> TopK:
+        """The `k` smallest of `distances` (aligned with `labels`), nearest first."""
         if k < len(distances):
             part = np.argpartition(distances, k - 1)[:k]
         else:

@@ -18,17 +18,18 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from index.arena import VectorArena
+from index.arena import TopK, VectorArena
 from index.points import PointTable
 from index.tenants import TenantIndex
 from server import validation
+from server.curator_host import CuratorHost
 from server.errors import Invalid, NotFound, TooLarge, Unavailable
 from server.model import (
     CollectionConfig,
@@ -62,6 +63,7 @@ class Collection:
         self._write_mutex = threading.Lock()  # serializes writers: prepare + append + apply
         self._rw = RWLock()  # readers vs. applying a committed batch
         self.dropped = False
+        self.curator = CuratorHost(self)
 
     @property
     def name(self) -> str:
@@ -90,6 +92,22 @@ class Collection:
         for key, _ in self._store.scan(keys.CF_GRANTS, keys.u32(cid)):
             _, label, grantee = keys.decode_grant_key(key)
             self.tenants.grant(label, grantee)
+        self.curator.load()
+
+    # -- locks, for the Curator host ------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def read_lock(self) -> AbstractContextManager[None]:
+        return self._rw.read()
+
+    def write_lock(self) -> AbstractContextManager[None]:
+        return self._rw.write()
+
+    def write_mutex(self) -> AbstractContextManager[None]:
+        return self._writing()
 
     def close(self) -> None:
         """Wait for the writer in progress, then refuse new writes (shutdown)."""
@@ -133,6 +151,7 @@ class Collection:
             self._store.wait_durable(ticket)
         except DurabilityLost as exc:
             raise Unavailable(str(exc)) from exc
+        self.curator.maybe_train()
 
     def _tenant_for_write(self, name: str, batch: Batch, new: dict[str, int]) -> int:
         """The tenant's number, creating it (record in `batch`, number in `new`) if unknown."""
@@ -197,6 +216,8 @@ class Collection:
 
             def apply() -> None:
                 self._register(new)
+                for label in (old for old in existing if old is not None):
+                    self.curator.remove(label, self._readers(label))  # its vector moves
                 self.arena.put(np.asarray(labels, dtype=np.int64), matrix)
                 for write, label, old in zip(writes, labels, existing, strict=True):
                     self.points.set(label, owner, write.point_id, write.attributes_json)
@@ -207,6 +228,7 @@ class Collection:
                         self.tenants.grant(label, grantee)
                     for grantee in removed:
                         self.tenants.revoke(label, grantee)
+                self.curator.add(labels, [self._readers(label) for label in labels])
 
             try:
                 ticket = self._commit(batch, apply)
@@ -298,7 +320,11 @@ class Collection:
         for grantee in self.tenants.grantees(label):
             batch.delete(keys.CF_GRANTS, keys.grant_key(cid, label, grantee))
 
+    def _readers(self, label: int) -> list[int]:
+        return [self.points.owner(label), *self.tenants.grantees(label)]
+
     def _forget_point(self, owner: int, point_id: str, label: int) -> None:
+        self.curator.remove(label, self._readers(label))
         self.tenants.remove_point(owner, point_id, label)
         self.points.clear(label)
         self.arena.remove(np.asarray([label]))
@@ -318,6 +344,7 @@ class Collection:
                 def apply() -> None:
                     self._register(new)
                     self.tenants.grant(label, number)
+                    self.curator.grant(label, number)
 
                 ticket = self._commit(batch, apply)
             else:
@@ -333,7 +360,12 @@ class Collection:
                 raise NotFound(f"point {point_id!r} is not shared with tenant {grantee!r}")
             batch = Batch()
             batch.delete(keys.CF_GRANTS, keys.grant_key(self.config.cid, label, number))
-            ticket = self._commit(batch, lambda: self.tenants.revoke(label, number))
+
+            def apply() -> None:
+                self.tenants.revoke(label, number)
+                self.curator.revoke(label, number)
+
+            ticket = self._commit(batch, apply)
         self._wait_durable(ticket)
         return self._view(label, with_vector=False, for_owner=True)
 
@@ -356,6 +388,7 @@ class Collection:
                     self._forget_point(number, pid, label)
                 for label in granted:
                     self.tenants.revoke(label, number)
+                    self.curator.revoke(label, number)
                 self.tenants.unregister(number)
 
             ticket = self._commit(batch, apply)
@@ -431,16 +464,44 @@ class Collection:
         include_attributes: bool = True,
         include_vector: bool = False,
         vector_paths: list[str] | None = None,
+        exact: bool = False,
+        ef: int | None = None,
     ) -> list[QueryResult]:
-        """Exact top-k among the points `tenant` can read, one result per query vector.
+        """Top-k among the points `tenant` can read, one result per query vector.
 
+        Tenants that can read at least `curator_min_tenant_points` go through the Curator
+        index once it is trained (unless `exact`); smaller ones are scanned exactly.
         `vector_paths` names each query vector in errors (default: `vector`).
         """
+        started = time.perf_counter()
+        matrix = self._query_matrix(queries, k, vector_paths)
         with self._rw.read():
-            labels = self.tenants.readable_array(self._tenant_number(tenant))
-            return self._search(
-                labels, queries, k, include_attributes, include_vector, vector_paths
-            )
+            number = self._tenant_number(tenant)
+            labels = self.tenants.readable_array(number)
+            curator = self.curator.curator
+            settings = self.config.index
+            if exact or curator is None or len(labels) < settings.curator_min_tenant_points:
+                return self._exact(matrix, labels, k, include_attributes, include_vector, started)
+            results = []
+            for query in matrix:
+                searching = time.perf_counter()
+                top, stats = curator.search(
+                    query, number, k, ef or settings.ef, patience=settings.patience
+                )
+                fetching = time.perf_counter()
+                hits = self._hits(top, include_attributes, include_vector)
+                timings = _timings(started, searching, fetching)
+                plan = QueryPlan(
+                    "curator",
+                    len(labels),
+                    timings,
+                    stats.nodes_visited,
+                    stats.shortlists_scanned,
+                    stats.distances_computed,
+                )
+                results.append(QueryResult(hits, plan))
+                started = time.perf_counter()
+            return results
 
     def admin_query(
         self,
@@ -450,7 +511,9 @@ class Collection:
         include_attributes: bool = True,
         include_vector: bool = False,
     ) -> list[QueryResult]:
-        """Across every point, or the points readable by any of `tenants`."""
+        """Across every point, or the points readable by any of `tenants` (exact)."""
+        started = time.perf_counter()
+        matrix = self._query_matrix(queries, k, None)
         with self._rw.read():
             if tenants is None:
                 labels = self.arena.live_labels()
@@ -458,45 +521,41 @@ class Collection:
                 numbers = [self._tenant_number(t) for t in tenants]
                 union = BitMap.union(BitMap(), *(self.tenants.readable[n] for n in numbers))
                 labels = np.frombuffer(union.to_array(), dtype=np.uint32).astype(np.int64)
-            return self._search(labels, queries, k, include_attributes, include_vector)
+            return self._exact(matrix, labels, k, include_attributes, include_vector, started)
 
-    def _search(
-        self,
-        labels: np.ndarray,
-        queries: list[Any],
-        k: int,
-        include_attributes: bool,
-        include_vector: bool,
-        vector_paths: list[str] | None = None,
-    ) -> list[QueryResult]:
+    def _query_matrix(self, queries: list[Any], k: int, paths: list[str] | None) -> np.ndarray:
         validation.top_k(k)
-        started = time.perf_counter()
-        matrix = validation.vectors(
+        return validation.vectors(
             queries,
             self.config.dim,
             self.config.metric,
-            (lambda i: vector_paths[i]) if vector_paths else (lambda i: "vector"),
+            (lambda i: paths[i]) if paths else (lambda i: "vector"),
         )
-        searched = time.perf_counter()
+
+    def _exact(
+        self,
+        matrix: np.ndarray,
+        labels: np.ndarray,
+        k: int,
+        include_attributes: bool,
+        include_vector: bool,
+        started: float,
+    ) -> list[QueryResult]:
+        searching = time.perf_counter()
         found = self.arena.search(matrix, labels, k)
-        fetched = time.perf_counter()
-        results = []
-        for top in found:
-            hits = [
-                self._hit(label, distance, include_attributes, include_vector)
-                for label, distance in zip(top.labels.tolist(), top.distances.tolist(), strict=True)
-            ]
-            plan = QueryPlan("exact", len(labels), {})
-            results.append(QueryResult(hits, plan))
-        done = time.perf_counter()
-        timings = {
-            "validate": (searched - started) * 1e3,
-            "search": (fetched - searched) * 1e3,
-            "fetch": (done - fetched) * 1e3,
-        }
-        for result in results:
-            result.plan.timings_ms = timings
-        return results
+        fetching = time.perf_counter()
+        hits = [self._hits(top, include_attributes, include_vector) for top in found]
+        timings = _timings(started, searching, fetching)
+        return [
+            QueryResult(h, QueryPlan("exact", len(labels), timings, 0, 0, len(labels)))
+            for h in hits
+        ]
+
+    def _hits(self, top: TopK, include_attributes: bool, include_vector: bool) -> list[Hit]:
+        return [
+            self._hit(label, distance, include_attributes, include_vector)
+            for label, distance in zip(top.labels.tolist(), top.distances.tolist(), strict=True)
+        ]
 
     def _hit(self, label: int, distance: float, attributes: bool, vector: bool) -> Hit:
         return Hit(
@@ -526,14 +585,37 @@ class Collection:
 
     def info(self) -> CollectionInfo:
         with self._rw.read():
-            return CollectionInfo(
-                self.config, self.arena.count, len(self.tenants.number_of), self.arena.memory_bytes
-            )
+            curator = self.curator.curator
+            state: dict[str, float | int | bool] = {"trained": curator is not None}
+            if curator is not None:
+                state |= {
+                    "pairs": curator.pairs,
+                    "memory_bytes": curator.memory_bytes(),
+                    "drift": round(curator.drift(), 4),
+                }
+            return CollectionInfo(self.config, self.arena.count, len(self.tenants.number_of), state)
 
     def check_invariants(self) -> None:
         with self._rw.read():
-            self.tenants.check_invariants(self.points.owner_map())
-            assert self.arena.count == len(self.points.owner_map()), "arena/point table differ"
+            owners = self.points.owner_map()
+            self.tenants.check_invariants(owners)
+            assert self.arena.count == len(owners), "arena/point table differ"
+            curator = self.curator.curator
+            if curator is not None:
+                pairs = {
+                    (label, number)
+                    for number, readable in self.tenants.readable.items()
+                    for label in readable
+                }
+                curator.check_invariants(pairs)
+
+
+def _timings(started: float, searching: float, fetching: float) -> dict[str, float]:
+    return {
+        "validate": (searching - started) * 1e3,
+        "search": (fetching - searching) * 1e3,
+        "fetch": (time.perf_counter() - fetching) * 1e3,
+    }
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:

@@ -15,7 +15,7 @@ from index.arena import Metric
 from server import validation
 from server.collection import Collection
 from server.errors import Conflict, Invalid, NotFound, NotReady
-from server.model import CollectionConfig, Limits
+from server.model import CollectionConfig, IndexSettings, Limits
 from server.settings import Settings
 from storage import keys
 from storage.store import Batch, Store
@@ -97,7 +97,12 @@ class Database:
         return sorted(self._collections.values(), key=lambda c: c.name)
 
     def create_collection(
-        self, name: str, dim: int, metric: str, schema: dict[str, Any] | None = None
+        self,
+        name: str,
+        dim: int,
+        metric: str,
+        schema: dict[str, Any] | None = None,
+        index: dict[str, Any] | None = None,
     ) -> CollectionConfig:
         validation.collection_name(name)
         validation.dimension(dim)
@@ -106,13 +111,14 @@ class Database:
         except ValueError:
             raise Invalid("metric", f"unknown metric {metric!r}; use cosine, l2 or ip") from None
         fields = validation.schema(schema or {})
+        index_settings = IndexSettings(**validation.index_settings(index or {}))
         store = self.store
         with self._ddl_lock:
             if name in self._collections:
                 raise Conflict(f"collection {name!r} already exists")
             raw = store.get(keys.CF_META, keys.NEXT_COLLECTION_ID)
             cid = 1 if raw is None else int.from_bytes(raw, "big")
-            config = CollectionConfig(name, cid, dim, metric_value, fields)
+            config = CollectionConfig(name, cid, dim, metric_value, fields, index=index_settings)
             batch = Batch()
             batch.put(keys.CF_META, keys.collection_key(name), config.to_json())
             batch.put(keys.CF_META, keys.NEXT_COLLECTION_ID, keys.u32(cid + 1))

@@ -14,6 +14,24 @@ from server.validation import FieldType
 
 
 @dataclass(frozen=True)
+class IndexSettings:
+    """Per-collection Curator settings (the `index` object of a collection)."""
+
+    curator_min_points: int = 10_000  # train the tree once the collection holds this many
+    curator_min_tenant_points: int = 1_000  # smaller readable sets are scanned exactly
+    branching: int = 32
+    depth: int = 2
+    max_shortlist: int = 256
+    training_sample: int = 20_000
+    ef: int = 128  # default search effort; a query's `ef` overrides it
+    patience: int = 4  # consecutive non-improving shortlists before the search stops
+    retrain_drift: float = 1.5  # retrain when new points sit this much farther from leaves
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
 class CollectionConfig:
     name: str
     cid: int
@@ -21,6 +39,7 @@ class CollectionConfig:
     metric: Metric
     schema: dict[str, FieldType] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    index: IndexSettings = field(default_factory=IndexSettings)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -31,6 +50,7 @@ class CollectionConfig:
                 "metric": self.metric.value,
                 "schema": {k: v.value for k, v in self.schema.items()},
                 "created_at": self.created_at,
+                "index": self.index.to_dict(),
             }
         )
 
@@ -44,6 +64,7 @@ class CollectionConfig:
             metric=Metric(data["metric"]),
             schema={k: FieldType(v) for k, v in data["schema"].items()},
             created_at=data["created_at"],
+            index=IndexSettings(**data.get("index", {})),
         )
 
 
@@ -77,9 +98,12 @@ class Hit:
 
 @dataclass(slots=True)
 class QueryPlan:
-    strategy: str
-    candidates: int
+    strategy: str  # "exact" or "curator"
+    candidates: int  # points the query may return (the tenant's readable set)
     timings_ms: dict[str, float]
+    nodes_visited: int = 0
+    shortlists_scanned: int = 0
+    distances_computed: int = 0
 
 
 @dataclass(slots=True)
@@ -112,7 +136,7 @@ class CollectionInfo:
     config: CollectionConfig
     points: int
     tenants: int
-    vector_bytes: int
+    curator: dict[str, float | int | bool]
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,3 +183,32 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+_INDEX_BOUNDS: dict[str, tuple[float, float]] = {
+    "curator_min_points": (1, 10**9),
+    "curator_min_tenant_points": (1, 10**9),
+    "branching": (2, 256),
+    "depth": (1, 4),
+    "max_shortlist": (16, 100_000),
+    "training_sample": (100, 10**7),
+    "ef": (1, 10_000),
+    "patience": (1, 1_000),
+    "retrain_drift": (1.0, 100.0),
+}
+
+
+def index_settings(values: dict[str, Any], path: str = "index") -> dict[str, Any]:
+    """Checks the given Curator settings; unknown names and out-of-range values are errors."""
+    for name, value in values.items():
+        if name not in _INDEX_BOUNDS:
+            known = ", ".join(_INDEX_BOUNDS)
+            raise Invalid(f"{path}.{name}", f"unknown index setting; known: {known}")
+        low, high = _INDEX_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Invalid(f"{path}.{name}", "expected a number")
+        if name != "retrain_drift" and not isinstance(value, int):
+            raise Invalid(f"{path}.{name}", "expected an integer")
+        if not low <= value <= high:
+            raise Invalid(f"{path}.{name}", f"must be between {low:g} and {high:g}, got {value}")
+    return values

@@ -8,6 +8,7 @@ key of a collection starts with its 4-byte collection id, so one collection is o
 | `meta` | `b"c" + name` | collection record (JSON) |
 | `meta` | `b"n"` | next collection id (u32) |
 | `meta` | `b"t" + cid + tenant_no` | tenant record (JSON) |
+| `meta` | `b"r" + cid` | the collection's Curator clustering tree (`index.cluster_tree` bytes) |
 | `points` | `cid + label(u64)` | point record (`storage.records`) |
 | `grants` | `cid + label(u64) + tenant_no(u32)` | empty: the point is readable by that tenant |
 """
@@ -32,6 +33,7 @@ _GRANT = struct.Struct(">IQI")
 COLLECTION_PREFIX = b"c"
 NEXT_COLLECTION_ID = b"n"
 TENANT_PREFIX = b"t"
+TREE_PREFIX = b"r"
 
 
 def u32(value: int) -> bytes:
@@ -56,6 +58,10 @@ def tenant_prefix(cid: int) -> bytes:
 
 def decode_tenant_key(key: bytes) -> tuple[int, int]:
     return _CID_TENANT.unpack_from(key, len(TENANT_PREFIX))
+
+
+def tree_key(cid: int) -> bytes:
+    return TREE_PREFIX + _U32.pack(cid)
 
 
 def point_key(cid: int, label: int) -> bytes:

@@ -9,6 +9,26 @@ from api.models.common import RequestModel, StrictInt
 FieldTypeName = Literal["keyword", "integer", "float", "boolean", "keyword[]", "datetime"]
 
 
+class IndexSettingsIn(RequestModel):
+    curator_min_points: StrictInt | None = Field(
+        None, description="Train the Curator tree once the collection has this many points."
+    )
+    curator_min_tenant_points: StrictInt | None = Field(
+        None, description="Tenants that can read fewer points are searched exactly."
+    )
+    branching: StrictInt | None = Field(None, description="Children per tree node.")
+    depth: StrictInt | None = Field(None, description="Levels of the tree below the root.")
+    max_shortlist: StrictInt | None = Field(None, description="Longest shortlist before a split.")
+    training_sample: StrictInt | None = Field(None, description="Points sampled to train.")
+    ef: StrictInt | None = Field(None, description="Default search effort.")
+    patience: StrictInt | None = Field(
+        None, description="Non-improving shortlists scanned before a search stops."
+    )
+    retrain_drift: float | None = Field(
+        None, description="Retrain when new points sit this many times farther from leaves."
+    )
+
+
 class CollectionCreate(RequestModel):
     name: str = Field(description="1-128 of letters, digits, `_`, `-`, `.`.")
     dim: StrictInt = Field(description="Vector dimension, 1..4096.")
@@ -17,6 +37,9 @@ class CollectionCreate(RequestModel):
         default_factory=dict,
         alias="schema",
         description="Typed attribute fields; values of these fields are checked on write.",
+    )
+    index: IndexSettingsIn = Field(
+        default_factory=IndexSettingsIn, description="Curator index settings (defaults apply)."
     )
 
 
@@ -28,6 +51,10 @@ class CollectionOut(BaseModel):
     created_at: float
     points: int
     tenants: int
+    index: dict[str, float | int] = Field(description="Curator settings in force.")
+    curator: dict[str, float | int | bool] = Field(
+        description="Curator state: `trained`, `pairs`, `memory_bytes`, `drift`."
+    )
 
 
 class CollectionList(BaseModel):

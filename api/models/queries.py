@@ -15,9 +15,12 @@ class QueryRequest(RequestModel):
         default_factory=lambda: ["attributes"], description="What to return with each hit."
     )
     explain: bool = Field(False, description="Return the plan the query ran with.")
-    exact: bool = Field(False, description="Force an exact scan (every query is exact for now).")
+    exact: bool = Field(False, description="Force an exact scan of the readable set.")
     ef: StrictInt | None = Field(
-        None, ge=1, le=10000, description="Search effort of approximate plans."
+        None,
+        ge=1,
+        le=10000,
+        description="Curator search effort (default: the collection index `ef`).",
     )
 
 
@@ -40,11 +43,14 @@ class HitOut(BaseModel):
 
 
 class PlanOut(BaseModel):
-    strategy: str
+    strategy: str = Field(description="`exact` (a scan) or `curator` (the tenant's sub-tree).")
     candidates: int = Field(
         description="Points the query could return (the tenant's readable set)."
     )
-    timings_ms: dict[str, float]
+    nodes_visited: int = Field(description="Curator tree nodes visited (0 for exact).")
+    shortlists_scanned: int = Field(description="Curator shortlists scanned (0 for exact).")
+    distances_computed: int = Field(description="Vector distances computed.")
+    timings_ms: dict[str, float] = Field(description="Time per stage: validate, search, fetch.")
 
 
 class QueryResponse(BaseModel):

@@ -20,12 +20,15 @@ def _out(collection: Collection) -> CollectionOut:
         created_at=config.created_at,
         points=info.points,
         tenants=info.tenants,
+        index=config.index.to_dict(),
+        curator=info.curator,
     )
 
 
 @router.post("", status_code=201, response_model_by_alias=True, summary="Create a collection")
 def create_collection(body: CollectionCreate, database: DatabaseDep) -> CollectionOut:
-    config = database.create_collection(body.name, body.dim, body.metric, dict(body.schema_))
+    index = body.index.model_dump(exclude_none=True)
+    config = database.create_collection(body.name, body.dim, body.metric, dict(body.schema_), index)
     return _out(database.collection(config.name))
 
 

@@ -30,7 +30,12 @@ def _response(result: QueryResult, explain: bool) -> QueryResponse:
     ]
     plan = result.plan
     plan_out = PlanOut(
-        strategy=plan.strategy, candidates=plan.candidates, timings_ms=plan.timings_ms
+        strategy=plan.strategy,
+        candidates=plan.candidates,
+        nodes_visited=plan.nodes_visited,
+        shortlists_scanned=plan.shortlists_scanned,
+        distances_computed=plan.distances_computed,
+        timings_ms=plan.timings_ms,
     )
     return QueryResponse(results=hits, plan=plan_out if explain else None)
 
@@ -41,27 +46,33 @@ def _response(result: QueryResult, explain: bool) -> QueryResponse:
 )
 def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> QueryResponse:
     [result] = collection.query(
-        tenant, [body.vector], body.k, "attributes" in body.include, "vector" in body.include
+        tenant,
+        [body.vector],
+        body.k,
+        "attributes" in body.include,
+        "vector" in body.include,
+        exact=body.exact,
+        ef=body.ef,
     )
     return _response(result, body.explain)
 
 
 @router.post(
     "/tenants/{tenant}/query/batch",
-    summary="Several queries in one request (one matrix product per group of equal options)",
+    summary="Several queries in one request (exact ones with equal options: one matrix product)",
 )
 def query_batch(
     body: BatchQueryRequest, collection: CollectionDep, tenant: TenantDep
 ) -> BatchQueryResponse:
-    groups: dict[tuple[int, bool, bool], list[int]] = {}
+    groups: dict[tuple[int, bool, bool, bool, int | None], list[int]] = {}
     for i, q in enumerate(body.queries):
-        key = (q.k, "attributes" in q.include, "vector" in q.include)
+        key = (q.k, "attributes" in q.include, "vector" in q.include, q.exact, q.ef)
         groups.setdefault(key, []).append(i)
     responses: list[QueryResponse | None] = [None] * len(body.queries)
-    for (k, attributes, vector), indexes in groups.items():
+    for (k, attributes, vector, exact, ef), indexes in groups.items():
         vectors = [body.queries[i].vector for i in indexes]
         paths = [f"queries[{i}].vector" for i in indexes]
-        results = collection.query(tenant, vectors, k, attributes, vector, paths)
+        results = collection.query(tenant, vectors, k, attributes, vector, paths, exact, ef)
         for i, result in zip(indexes, results, strict=True):
             responses[i] = _response(result, body.queries[i].explain)
     return BatchQueryResponse(queries=[r for r in responses if r is not None])

@@ -28,7 +28,11 @@ def test_create_returns_201_with_the_collection(client: TestClient) -> None:
     )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"name", "dim", "metric", "schema", "created_at", "points", "tenants"}
+    assert set(body) == {
+        "name", "dim", "metric", "schema", "created_at", "points", "tenants", "index", "curator",
+    }  # fmt: skip
+    assert body["index"]["ef"] == 128
+    assert body["curator"] == {"trained": False}
     assert body["name"] == "docs"
     assert body["dim"] == 384
     assert body["metric"] == "l2"

@@ -148,7 +148,12 @@ def test_tenant_queries_match_brute_force(debian_dir: Path, tmp_path: Path) -> N
             for kind, tenant in scopes:
                 response = client.post(
                     f"{tenant_url(tenant)}/query",
-                    json={"vector": query.tolist(), "k": K, "include": ["attributes"]},
+                    json={
+                        "vector": query.tolist(),
+                        "k": K,
+                        "include": ["attributes"],
+                        "exact": True,
+                    },
                 )
                 assert response.status_code == 200, response.text
                 what = f"held-out {points[i]['id']} as {kind} {tenant}"
