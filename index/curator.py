@@ -27,18 +27,25 @@ nothing among the best `ef` candidates.
 
 from __future__ import annotations
 
-import heapq
 import sys
 from array import array
 from dataclasses import dataclass
 
 import numpy as np
 
-from index.arena import TopK, VectorArena
+from index.arena import Metric, TopK, VectorArena
 from index.cluster_tree import ClusterTree
-from index.kernels import METRIC_CODES, finish_distances, scan_shortlist
+from index.kernels import METRIC_CODES, curator_search, finish_distances
 
 _NO_MASK = np.zeros(0, dtype=np.bool_)
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantView:
+    present: np.ndarray  # (nodes,) bool: the tenant has pairs at or below the node
+    offset: np.ndarray  # (nodes,) int64: start of its shortlist in `labels`, -1 if none
+    length: np.ndarray  # (nodes,) int64
+    labels: np.ndarray  # int32: every shortlist of the tenant, concatenated
 
 
 @dataclass(slots=True)
@@ -57,6 +64,7 @@ class Curator:
         self.counts: list[dict[int, int]] = [{} for _ in range(tree.node_count)]
         self.shortlists: dict[tuple[int, int], array] = {}
         self.pairs = 0
+        self._views: dict[int, _TenantView] = {}
         # Drift: mean routing distance of labels placed since training, against the tree's own.
         self._placed = 0
         self._placed_distance = 0.0
@@ -103,6 +111,7 @@ class Curator:
     def insert(self, label: int, tenant: int) -> None:
         """Add the pair (label, tenant); the label must be placed."""
         path = self._path(label)
+        self._views.pop(tenant, None)
         for position, node in enumerate(path.tolist()):
             shortlist = self.shortlists.get((node, tenant))
             if shortlist is None and self.counts[node].get(tenant, 0) > 0:
@@ -144,6 +153,7 @@ class Curator:
 
     def _build(self, node: int, tenant: int, labels: np.ndarray) -> None:
         """Store `labels` of a tenant with no pairs under `node`, splitting while too long."""
+        self._views.pop(tenant, None)
         self.counts[node][tenant] = self.counts[node].get(tenant, 0) + len(labels)
         self.pairs += len(labels) if node == 0 else 0
         if len(labels) <= self.max_shortlist or self.tree.is_leaf(node):
@@ -159,6 +169,7 @@ class Curator:
     def revoke(self, label: int, tenant: int) -> None:
         """Remove the pair (label, tenant); a no-op if it is not indexed."""
         path = self._path(label).tolist()
+        self._views.pop(tenant, None)
         for position, node in enumerate(path):
             shortlist = self.shortlists.get((node, tenant))
             if shortlist is None:
@@ -193,6 +204,7 @@ class Curator:
         self.pairs += delta
 
     def _split(self, node: int, tenant: int) -> None:
+        self._views.pop(tenant, None)
         labels = np.frombuffer(self.shortlists.pop((node, tenant)), dtype=np.int32)
         level = int(self.tree.depth[node]) + 1
         children = self.tree.paths[self.leaf_of[labels], level]
@@ -241,71 +253,60 @@ class Curator:
         heap_labels = np.empty(ef, dtype=np.int64)
         size = 0
         if tenant in self.counts[0]:
-            size = self._traverse(
-                query, tenant, allowed, patience, heap_distances, heap_labels, stats
+            view = self._view(tenant)
+            tree = self.tree
+            size, visited, scanned, computed = curator_search(
+                self.arena.matrix,
+                self.arena.norms_sq,
+                query,
+                tree.to_routing_space(query),
+                METRIC_CODES[self.arena.metric],
+                tree.metric is Metric.COSINE,
+                tree.centroids,
+                tree.centroid_norms_sq,
+                tree.child_start,
+                tree.child_count,
+                view.present,
+                view.offset,
+                view.length,
+                view.labels,
+                _NO_MASK if allowed is None else allowed,
+                patience,
+                heap_distances,
+                heap_labels,
             )
+            stats = CuratorStats(visited, scanned, computed)
         order = np.lexsort((heap_labels[:size], heap_distances[:size]))[:k]
         distances = finish_distances(heap_distances[order], self.arena.metric)
         return TopK(heap_labels[order], distances.astype(np.float32)), stats
 
-    def _traverse(
-        self,
-        query: np.ndarray,
-        tenant: int,
-        allowed: np.ndarray | None,
-        patience: int,
-        heap_distances: np.ndarray,
-        heap_labels: np.ndarray,
-        stats: CuratorStats,
-    ) -> int:
-        """Best-first over the tenant's nodes; returns how many heap entries are filled."""
-        rows, norms_sq = self.arena.matrix, self.arena.norms_sq
-        mask = _NO_MASK if allowed is None else allowed
-        metric = METRIC_CODES[self.arena.metric]
-        query_norm_sq = float(np.dot(query, query))
-        routed = self.tree.to_routing_space(query)[None, :]
-        frontier: list[tuple[float, int]] = [(0.0, 0)]
-        size = stale = 0
-        while frontier:
-            _, node = heapq.heappop(frontier)
-            stats.nodes_visited += 1
+    def _view(self, tenant: int) -> _TenantView:
+        """The tenant's sub-tree as flat arrays for the compiled search; cached until the
+        tenant's pairs change (writers drop it under the collection's write lock)."""
+        view = self._views.get(tenant)
+        if view is not None:
+            return view
+        nodes = self.tree.node_count
+        present = np.zeros(nodes, dtype=np.bool_)
+        offset = np.full(nodes, -1, dtype=np.int64)
+        length = np.zeros(nodes, dtype=np.int64)
+        chunks: list[np.ndarray] = []
+        total = 0
+        stack = [0]
+        while stack:
+            node = stack.pop()
+            present[node] = True
             shortlist = self.shortlists.get((node, tenant))
             if shortlist is None:
-                self._expand(node, tenant, routed, frontier)
+                stack.extend(c for c in self.tree.children(node) if tenant in self.counts[c])
                 continue
-            full = size == len(heap_distances)
-            size, entered, computed = scan_shortlist(
-                rows,
-                norms_sq,
-                np.frombuffer(shortlist, dtype=np.int32),
-                mask,
-                query,
-                query_norm_sq,
-                metric,
-                heap_distances,
-                heap_labels,
-                size,
-            )
-            stats.shortlists_scanned += 1
-            stats.distances_computed += computed
-            if full and entered == 0:
-                stale += 1
-                if stale >= patience:
-                    break
-            elif entered:
-                stale = 0
-        return size
-
-    def _expand(
-        self, node: int, tenant: int, routed: np.ndarray, frontier: list[tuple[float, int]]
-    ) -> None:
-        children = self.tree.children(node)
-        present = [c for c in children if tenant in self.counts[c]]
-        if not present:
-            return
-        distances = self.tree.routing_distances(routed, children.start, children.stop)[0]
-        for child in present:
-            heapq.heappush(frontier, (float(distances[child - children.start]), child))
+            offset[node], length[node] = total, len(shortlist)
+            chunks.append(np.frombuffer(shortlist, dtype=np.int32))
+            total += len(shortlist)
+        labels = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int32)
+        view = _TenantView(present, offset, length, labels)
+        self._views[tenant] = view
+        return view
 
     # -- size and invariants ------------------------------------------------------------
 
@@ -315,8 +316,13 @@ class Curator:
         keys = len(self.shortlists) * (sys.getsizeof((0, 0)) + 2 * 28)
         summaries = sum(sys.getsizeof(c) + 2 * 28 * len(c) for c in self.counts)
         tree = self.tree.centroids.nbytes + self.tree.paths.nbytes
+        views = sum(
+            v.present.nbytes + v.offset.nbytes + v.length.nbytes + v.labels.nbytes
+            for v in list(self._views.values())
+        )
         return (
             shortlists
+            + views
             + keys
             + sys.getsizeof(self.shortlists)
             + summaries

@@ -41,7 +41,7 @@ def scan_shortlist(
         if use_mask and not allowed[label]:
             continue
         computed += 1
-        acc = 0.0
+        acc = np.float32(0.0)  # a float64 accumulator would block SIMD
         if metric == 2:
             for j in range(dim):
                 diff = rows[label, j] - query[j]
@@ -105,3 +105,114 @@ def finish_distances(distances: np.ndarray, metric: Metric) -> np.ndarray:
     if metric is Metric.L2:
         return np.sqrt(np.maximum(distances, 0.0))
     return distances
+
+
+@numba.njit(nogil=True, cache=True, fastmath=True)
+def curator_search(
+    rows: np.ndarray,
+    norms_sq: np.ndarray,
+    query: np.ndarray,
+    routed: np.ndarray,
+    metric: int,
+    route_cosine: bool,
+    centroids: np.ndarray,
+    centroid_norms_sq: np.ndarray,
+    child_start: np.ndarray,
+    child_count: np.ndarray,
+    present: np.ndarray,
+    shortlist_offset: np.ndarray,
+    shortlist_length: np.ndarray,
+    shortlist_labels: np.ndarray,
+    allowed: np.ndarray,
+    patience: int,
+    heap_distances: np.ndarray,
+    heap_labels: np.ndarray,
+) -> tuple[int, int, int, int]:
+    """Best-first over one tenant's sub-tree, scanning its shortlists into the heap.
+
+    `present[n]`: the tenant has pairs at or below node n; `shortlist_offset[n] >= 0`: its
+    shortlist at n is `shortlist_labels[offset : offset + length]`. Stops once `patience`
+    consecutive shortlists scanned with a full heap added nothing. Returns (heap size, nodes
+    visited, shortlists scanned, distances computed).
+    """
+    capacity = len(heap_distances)
+    query_norm_sq = 0.0
+    for j in range(len(query)):
+        query_norm_sq += query[j] * query[j]
+    frontier_distances = np.empty(len(present), dtype=np.float32)
+    frontier_nodes = np.empty(len(present), dtype=np.int64)
+    frontier_size = 1
+    frontier_distances[0] = 0.0
+    frontier_nodes[0] = 0
+    size = visited = scanned = computed = stale = 0
+    while frontier_size > 0:
+        node = frontier_nodes[0]
+        frontier_size -= 1
+        if frontier_size > 0:
+            _sift_down_min(frontier_distances, frontier_nodes, frontier_size)
+        visited += 1
+        offset = shortlist_offset[node]
+        if offset < 0:
+            start = child_start[node]
+            for child in range(start, start + child_count[node]):
+                if not present[child]:
+                    continue
+                dot = np.float32(0.0)
+                for j in range(len(routed)):
+                    dot += routed[j] * centroids[child, j]
+                distance = 1.0 - dot if route_cosine else centroid_norms_sq[child] - 2.0 * dot
+                _push_min(frontier_distances, frontier_nodes, frontier_size, distance, child)
+                frontier_size += 1
+            continue
+        full = size == capacity
+        labels = shortlist_labels[offset : offset + shortlist_length[node]]
+        size, entered, count = scan_shortlist(
+            rows, norms_sq, labels, allowed, query, query_norm_sq, metric,
+            heap_distances, heap_labels, size,
+        )  # fmt: skip
+        scanned += 1
+        computed += count
+        if full and entered == 0:
+            stale += 1
+            if stale >= patience:
+                break
+        elif entered > 0:
+            stale = 0
+    return size, visited, scanned, computed
+
+
+@numba.njit(nogil=True, cache=True)
+def _push_min(
+    distances: np.ndarray, nodes: np.ndarray, size: int, distance: float, node: int
+) -> None:
+    position = size
+    while position > 0:
+        parent = (position - 1) // 2
+        if distances[parent] <= distance:
+            break
+        distances[position] = distances[parent]
+        nodes[position] = nodes[parent]
+        position = parent
+    distances[position] = distance
+    nodes[position] = node
+
+
+@numba.njit(nogil=True, cache=True)
+def _sift_down_min(distances: np.ndarray, nodes: np.ndarray, size: int) -> None:
+    """After popping the root: move the last entry (at index `size`) into place."""
+    distance = distances[size]
+    node = nodes[size]
+    position = 0
+    while True:
+        child = 2 * position + 1
+        if child >= size:
+            break
+        if child + 1 < size and distances[child + 1] < distances[child]:
+            child += 1
+        if distances[child] >= distance:
+            break
+        distances[position] = distances[child]
+        nodes[position] = nodes[child]
+        position = child
+    distances[position] = distance
+    nodes[position] = node
