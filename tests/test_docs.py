@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 
 from api.app import create_app
 from api.errors import STATUS_BY_CODE
+from server.model import IndexSettings
 from server.settings import Settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -53,3 +54,9 @@ def test_committed_openapi_matches_the_app() -> None:
     assert committed == create_app(Settings()).openapi(), (
         "docs/openapi.json is stale: run `make openapi` and review the diff"
     )
+
+
+def test_every_index_setting_is_documented() -> None:
+    text = (DOCS / "api.md").read_text()
+    missing = [name for name in IndexSettings.__dataclass_fields__ if f"`{name}`" not in text]
+    assert not missing, f"index settings missing from docs/api.md: {missing}"
