@@ -24,7 +24,7 @@ class IndexSettings:
     max_shortlist: int = 256
     training_sample: int = 20_000
     ef: int = 128  # default search effort; a query's `ef` overrides it
-    patience: int = 4  # consecutive non-improving shortlists before the search stops
+    patience: int = 5  # consecutive non-improving shortlists before the search stops
     retrain_drift: float = 1.5  # retrain when new points sit this much farther from leaves
 
     def to_dict(self) -> dict[str, Any]:
