@@ -79,9 +79,18 @@ class ClusterTree:
         iterations: int = 12,
         min_leaf: int = 8,
     ) -> ClusterTree:
-        """Hierarchical k-means over `sample`: `branching` children per node, `depth` levels."""
-        data = _routing_space(np.asarray(sample, dtype=np.float32), metric)
+        """Hierarchical k-means over `sample`: `branching` children per node, `depth` levels.
+
+        A tenth of the sample is held out of the k-means and gives the drift yardstick:
+        points a clustering was fitted to sit closer to its centroids than new points of the
+        same distribution do, which would read as drift where there is none.
+        """
         rng = np.random.default_rng(seed)
+        sample = np.asarray(sample, dtype=np.float32)
+        order = rng.permutation(len(sample))
+        held = order[: len(sample) // 10] if len(sample) >= 20 else order
+        fitted = order[len(sample) // 10 :] if len(sample) >= 20 else order
+        data = _routing_space(sample[fitted], metric)
         centroids = [_centre(data, metric)]
         parent, child_start, child_count = [-1], [0], [0]
         members = [np.arange(len(data))]
@@ -112,7 +121,7 @@ class ClusterTree:
             child_count=np.asarray(child_count, dtype=np.int32),
             training_distance=0.0,
         )
-        _, leaf_distances = tree.assign(sample)
+        _, leaf_distances = tree.assign(sample[held])
         tree.training_distance = float(np.mean(leaf_distances))
         return tree
 
@@ -173,6 +182,8 @@ class ClusterTree:
         magic, version, metric_code, dim, nodes, _ = _HEADER.unpack_from(raw)
         if magic != _MAGIC or version != _VERSION:
             raise ValueError(f"cluster tree: bad magic or version {magic!r} {version}")
+        if metric_code >= len(Metric):
+            raise ValueError(f"cluster tree: unknown metric code {metric_code}")
         expected = _HEADER.size + 8 + nodes * 12 + nodes * dim * 4 + 4
         if len(raw) != expected:
             raise ValueError(f"cluster tree: {len(raw)} bytes, expected {expected}")

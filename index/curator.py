@@ -96,8 +96,10 @@ class Curator:
 
     def drift(self) -> float:
         """Mean leaf distance of placed labels over the training mean (1.0: fits as trained)."""
-        if self._placed == 0 or self.tree.training_distance <= 0:
+        if self._placed == 0:
             return 1.0
+        if self.tree.training_distance <= 0:  # a tree of identical points: anything new drifts
+            return float("inf") if self._placed_distance > 0 else 1.0
         return (self._placed_distance / self._placed) / self.tree.training_distance
 
     def _path(self, label: int) -> np.ndarray:
@@ -168,6 +170,8 @@ class Curator:
 
     def revoke(self, label: int, tenant: int) -> None:
         """Remove the pair (label, tenant); a no-op if it is not indexed."""
+        if not 0 <= label < len(self.leaf_of) or self.leaf_of[label] < 0:
+            return
         path = self._path(label).tolist()
         self._views.pop(tenant, None)
         for position, node in enumerate(path):

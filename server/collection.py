@@ -121,6 +121,7 @@ class Collection:
             self.dropped = True
             batch = Batch()
             batch.delete(keys.CF_META, keys.collection_key(self.name))
+            batch.delete(keys.CF_META, keys.tree_key(cid))
             lo, hi = keys.collection_range(cid)
             batch.delete_range(keys.CF_POINTS, lo, hi)
             batch.delete_range(keys.CF_GRANTS, lo, hi)

@@ -55,6 +55,8 @@ class CuratorHost:
         raw = collection.store.get(keys.CF_META, keys.tree_key(collection.config.cid))
         if raw is not None:
             self.curator = self._build(ClusterTree.from_bytes(raw))
+        # A crash can come between crossing the threshold and persisting the tree.
+        self.maybe_train()
 
     def _build(self, tree: ClusterTree) -> Curator:
         started = time.perf_counter()

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.models.common import RequestModel, StrictInt
+from api.models.common import RequestModel, StrictFloat, StrictInt
 
 FieldTypeName = Literal["keyword", "integer", "float", "boolean", "keyword[]", "datetime"]
 
@@ -24,7 +24,7 @@ class IndexSettingsIn(RequestModel):
     patience: StrictInt | None = Field(
         None, description="Non-improving shortlists scanned before a search stops."
     )
-    retrain_drift: float | None = Field(
+    retrain_drift: StrictFloat | None = Field(
         None, description="Retrain when new points sit this many times farther from leaves."
     )
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Vector = list[Annotated[float, Field(strict=True)]]
 # Strict too: `true` or "10" where a count belongs is a client bug.
 StrictInt = Annotated[int, Field(strict=True)]
+StrictFloat = Annotated[float, Field(strict=True)]  # ints are fine; true and "2" are not
 
 
 def absent(value: object) -> bool:
