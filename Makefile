@@ -17,6 +17,7 @@ run: $(BIN)/shoal
 	$(BIN)/shoal serve
 
 test: $(BIN)/shoal
+	bash .ci/system-packages.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
