@@ -52,6 +52,9 @@ from storage.records import decode_point, encode_point
 from storage.store import Batch, Store
 
 
+_LOAD_CHUNK = 4096
+
+
 class Collection:
     def __init__(self, config: CollectionConfig, store: Store, limits: Limits):
         self.config = config
@@ -86,6 +89,9 @@ class Collection:
             vectors.append(record.vector)
             self.points.set(label, record.owner, record.point_id, record.attributes_json)
             self.tenants.add_point(record.owner, record.point_id, label)
+            if len(labels) == _LOAD_CHUNK:  # bounded temporaries: the heap keeps its peak
+                self.arena.put(np.asarray(labels, dtype=np.int64), np.stack(vectors))
+                labels, vectors = [], []
         if labels:
             self.arena.put(np.asarray(labels, dtype=np.int64), np.stack(vectors))
         self.arena.restore_free_list()
