@@ -23,8 +23,11 @@ test: $(BIN)/shoal
 	$(BIN)/pytest -q
 
 bench: $(BIN)/shoal
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.restart
+	$(BIN)/python -m bench.curator_recovery
+	$(BIN)/python -m bench.curator
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -43,8 +43,8 @@ _NO_MASK = np.zeros(0, dtype=np.bool_)
 @dataclass(frozen=True, slots=True)
 class _TenantView:
     present: np.ndarray  # (nodes,) bool: the tenant has pairs at or below the node
-    offset: np.ndarray  # (nodes,) int64: start of its shortlist in `labels`, -1 if none
-    length: np.ndarray  # (nodes,) int64
+    offset: np.ndarray  # (nodes,) int32: start of its shortlist in `labels`, -1 if none
+    length: np.ndarray  # (nodes,) int32
     labels: np.ndarray  # int32: every shortlist of the tenant, concatenated
 
 
@@ -247,7 +247,7 @@ class Curator:
         k: int,
         ef: int = 64,
         allowed: np.ndarray | None = None,
-        patience: int = 4,
+        patience: int = 5,
     ) -> tuple[TopK, CuratorStats]:
         """The tenant's `k` nearest labels (restricted to `allowed[label]` when given)."""
         stats = CuratorStats()
@@ -286,14 +286,18 @@ class Curator:
 
     def _view(self, tenant: int) -> _TenantView:
         """The tenant's sub-tree as flat arrays for the compiled search; cached until the
-        tenant's pairs change (writers drop it under the collection's write lock)."""
+        tenant's pairs change (writers drop it under the collection's write lock).
+
+        A view costs 9 bytes per tree node (about 9 KiB at the default 1,000 nodes) whatever
+        the tenant's size; the server searches only tenants above `curator_min_tenant_points`
+        through the index, so only those have one."""
         view = self._views.get(tenant)
         if view is not None:
             return view
         nodes = self.tree.node_count
         present = np.zeros(nodes, dtype=np.bool_)
-        offset = np.full(nodes, -1, dtype=np.int64)
-        length = np.zeros(nodes, dtype=np.int64)
+        offset = np.full(nodes, -1, dtype=np.int32)
+        length = np.zeros(nodes, dtype=np.int32)
         chunks: list[np.ndarray] = []
         total = 0
         stack = [0]
