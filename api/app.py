@@ -19,8 +19,10 @@ from threadpoolctl import threadpool_limits
 from api.errors import install_error_handlers
 from api.middleware import BodyLimit, EncodedSlashes
 from api.models.common import ErrorResponse
-from api.routes import collections, health, points, queries, tenants
+from api.observability import Observability
+from api.routes import collections, health, metrics, points, queries, tenants, transfer
 from server.database import Database
+from server.metrics import Metrics
 from server.settings import Settings
 
 log = logging.getLogger("shoal.app")
@@ -39,7 +41,9 @@ _ERRORS = {
 
 
 def create_app(settings: Settings) -> FastAPI:
-    database = Database(settings)
+    observer = Metrics()  # this app's own registry, passed down: no global state
+    database = Database(settings, observer)
+    observer.watch(database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,11 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.database = database
     app.state.settings = settings
+    app.state.metrics = observer
     install_error_handlers(app)
-    for module in (health, collections, tenants, points, queries):
+    for module in (health, metrics, collections, tenants, points, queries, transfer):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(EncodedSlashes)
+    app.add_middleware(Observability, metrics=observer)  # outermost: sees every response
     return app
 
 

@@ -100,5 +100,12 @@ class EncodedSlashes:
             if b"%2f" in lowered:
                 path = raw.split(b"?", 1)[0].decode("utf-8", errors="replace")
                 segments = [unquote(s).replace("/", SLASH_IN_SEGMENT) for s in path.split("/")]
-                scope = dict(scope, path="/".join(segments))
+                routed = dict(scope, path="/".join(segments))
+                try:
+                    await self.app(routed, receive, send)
+                finally:
+                    # The route matched, for the metrics middleware outside (api/observability.py).
+                    if "route" in routed:
+                        scope["route"] = routed["route"]
+                return
         await self.app(scope, receive, send)

@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from server import cluster
+from server.logs import configure_logging
 from server.settings import Settings
 
 
@@ -28,20 +30,19 @@ def _parser() -> argparse.ArgumentParser:
         "--durability", choices=["fsync", "os"], help="SHOAL_DURABILITY, default fsync"
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    cluster.add_arguments(commands.add_parser("cluster", help="scale-out: DDL, status, moves"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "cluster":
+        return cluster.run(args)
     overrides: dict[str, Any] = {
         name: value for name, value in vars(args).items() if name != "command" and value is not None
     }
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level)
     from api.app import create_app
 
     logging.getLogger("shoal").info(
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to the JSON handler of configure_logging
+        access_log=False,  # the access log is written by api/observability.py, as JSON
         timeout_graceful_shutdown=30,
     )
     _Server(config).run()

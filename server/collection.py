@@ -31,6 +31,7 @@ from index.tenants import TenantIndex
 from server import validation
 from server.curator_host import CuratorHost
 from server.errors import Invalid, NotFound, TooLarge, Unavailable
+from server.metrics import Observer
 from server.model import (
     CollectionConfig,
     CollectionInfo,
@@ -51,15 +52,21 @@ from storage.commit import DurabilityLost
 from storage.records import decode_point, encode_point
 from storage.store import Batch, Store
 
-
 _LOAD_CHUNK = 4096
 
 
 class Collection:
-    def __init__(self, config: CollectionConfig, store: Store, limits: Limits):
+    def __init__(
+        self,
+        config: CollectionConfig,
+        store: Store,
+        limits: Limits,
+        observer: Observer | None = None,
+    ):
         self.config = config
         self.limits = limits
         self._store = store
+        self._observer = observer or Observer()  # metrics: query and write counts
         self.arena = VectorArena(config.dim, config.metric)
         self.points = PointTable()
         self.tenants = TenantIndex()
@@ -243,6 +250,7 @@ class Collection:
                 self.arena.release(fresh)
                 raise
         self._wait_durable(ticket)
+        self._observer.write(self.name, "upsert", len(writes))
         created = len(fresh)
         return UpsertResult(created=created, updated=len(writes) - created)
 
@@ -295,6 +303,7 @@ class Collection:
             batch.put(keys.CF_POINTS, keys.point_key(self.config.cid, label), record)
             ticket = self._commit(batch, lambda: self.points.set_attributes(label, encoded))
         self._wait_durable(ticket)
+        self._observer.write(self.name, "patch")
         return PointView(point_id, tenant, merged, shared_with=self._grantee_names(label))
 
     def delete_points(self, tenant: str, point_ids: list[str]) -> DeleteResult:
@@ -319,6 +328,7 @@ class Collection:
 
             ticket = self._commit(batch, apply)
         self._wait_durable(ticket)
+        self._observer.write(self.name, "delete")
         return DeleteResult(deleted=len(found), not_found=missing)
 
     def _delete_point_keys(self, batch: Batch, label: int) -> None:
@@ -357,6 +367,7 @@ class Collection:
             else:
                 ticket = 0
         self._wait_durable(ticket)
+        self._observer.write(self.name, "grant")
         return self._view(label, with_vector=False, for_owner=True)
 
     def revoke(self, tenant: str, point_id: str, grantee: str) -> PointView:
@@ -374,6 +385,7 @@ class Collection:
 
             ticket = self._commit(batch, apply)
         self._wait_durable(ticket)
+        self._observer.write(self.name, "revoke")
         return self._view(label, with_vector=False, for_owner=True)
 
     def delete_tenant(self, tenant: str) -> int:
@@ -400,6 +412,7 @@ class Collection:
 
             ticket = self._commit(batch, apply)
         self._wait_durable(ticket)
+        self._observer.write(self.name, "delete_tenant")
         return len(owned)
 
     # -- reads --------------------------------------------------------------------------
@@ -507,6 +520,7 @@ class Collection:
                     stats.distances_computed,
                 )
                 results.append(QueryResult(hits, plan))
+                self._observer.queries(self.name, "curator", time.perf_counter() - started, 1)
                 started = time.perf_counter()
             return results
 
@@ -553,6 +567,7 @@ class Collection:
         fetching = time.perf_counter()
         hits = [self._hits(top, include_attributes, include_vector) for top in found]
         timings = _timings(started, searching, fetching)
+        self._observer.queries(self.name, "exact", time.perf_counter() - started, len(matrix))
         return [
             QueryResult(h, QueryPlan("exact", len(labels), timings, 0, 0, len(labels)))
             for h in hits

@@ -15,6 +15,7 @@ from index.arena import Metric
 from server import validation
 from server.collection import Collection
 from server.errors import Conflict, Invalid, NotFound, NotReady
+from server.metrics import Observer
 from server.model import CollectionConfig, IndexSettings, Limits
 from server.settings import Settings
 from storage import keys
@@ -24,8 +25,9 @@ log = logging.getLogger("shoal.database")
 
 
 class Database:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, observer: Observer | None = None):
         self.settings = settings
+        self.observer = observer or Observer()  # metrics: queries, writes, WAL syncs
         self.limits = Limits(settings.max_batch_points, settings.max_attributes_bytes)
         self._store: Store | None = None
         self._collections: dict[str, Collection] = {}
@@ -40,11 +42,13 @@ class Database:
         started = time.perf_counter()
         try:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            store = Store(str(self.settings.data_dir), self.settings.durability)
+            store = Store(
+                str(self.settings.data_dir), self.settings.durability, self.observer.synced
+            )
             self._store = store
             for _, value in store.scan(keys.CF_META, keys.COLLECTION_PREFIX):
                 config = CollectionConfig.from_json(value)
-                collection = Collection(config, store, self.limits)
+                collection = Collection(config, store, self.limits, self.observer)
                 collection.load()
                 self._collections[config.name] = collection
         except BaseException as exc:
@@ -123,7 +127,7 @@ class Database:
             batch.put(keys.CF_META, keys.collection_key(name), config.to_json())
             batch.put(keys.CF_META, keys.NEXT_COLLECTION_ID, keys.u32(cid + 1))
             store.write(batch)
-            self._collections[name] = Collection(config, store, self.limits)
+            self._collections[name] = Collection(config, store, self.limits, self.observer)
         log.info("created collection %s", config.to_json().decode())
         return config
 
@@ -132,4 +136,5 @@ class Database:
             collection = self.collection(name)
             collection.drop()
             del self._collections[name]
+        self.observer.collection_dropped(name)
         log.info("deleted collection %s", name)

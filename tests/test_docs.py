@@ -60,3 +60,15 @@ def test_every_index_setting_is_documented() -> None:
     text = (DOCS / "api.md").read_text()
     missing = [name for name in IndexSettings.__dataclass_fields__ if f"`{name}`" not in text]
     assert not missing, f"index settings missing from docs/api.md: {missing}"
+
+
+def test_every_metric_family_is_documented() -> None:
+    text = (DOCS / "operations.md").read_text()
+    registry = create_app(Settings()).state.metrics.registry
+    exported = [
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in registry.collect()
+    ]
+    assert any(name.startswith("shoal_") for name in exported)
+    missing = [name for name in exported if f"| `{name}` |" not in text]
+    assert not missing, f"metrics missing from the table in docs/operations.md: {missing}"
