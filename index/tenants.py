@@ -14,6 +14,11 @@ import numpy as np
 from pyroaring import BitMap
 
 
+def bitmap_labels(bitmap: BitMap) -> np.ndarray:
+    """The labels of a bitmap as a sorted int64 array."""
+    return np.frombuffer(bitmap.to_array(), dtype=np.uint32).astype(np.int64)
+
+
 class TenantIndex:
     def __init__(self) -> None:
         self.number_of: dict[str, int] = {}
@@ -96,8 +101,7 @@ class TenantIndex:
         """Sorted int64 labels the tenant can read; cached until its set changes."""
         cached = self._readable_arrays.get(number)
         if cached is None:
-            bitmap = self.readable[number]
-            cached = np.frombuffer(bitmap.to_array(), dtype=np.uint32).astype(np.int64)
+            cached = bitmap_labels(self.readable[number])
             self._readable_arrays[number] = cached
         return cached
 

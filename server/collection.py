@@ -27,7 +27,7 @@ from pyroaring import BitMap
 
 from index.arena import TopK, VectorArena
 from index.points import PointTable
-from index.tenants import TenantIndex
+from index.tenants import TenantIndex, bitmap_labels
 from server import validation
 from server.curator_host import CuratorHost
 from server.errors import Invalid, NotFound, TooLarge, Unavailable
@@ -160,11 +160,17 @@ class Collection:
             apply()
         return ticket
 
-    def _wait_durable(self, ticket: int) -> None:
+    def _acknowledge(
+        self, ticket: int, operation: str | None = None, points: int | None = None
+    ) -> None:
+        """The end of every write, outside the locks: wait until it is durable, count it,
+        and let the Curator host start a (re)training if the collection now calls for one."""
         try:
             self._store.wait_durable(ticket)
         except DurabilityLost as exc:
             raise Unavailable(str(exc)) from exc
+        if operation is not None:
+            self._observer.write(self.name, operation, points)
         self.curator.maybe_train()
 
     def _tenant_for_write(self, name: str, batch: Batch, new: dict[str, int]) -> int:
@@ -192,7 +198,7 @@ class Collection:
             batch, new = Batch(), {}
             self._tenant_for_write(tenant, batch, new)
             ticket = self._commit(batch, lambda: self._register(new))
-        self._wait_durable(ticket)
+        self._acknowledge(ticket)
         return True
 
     def upsert(self, tenant: str, inputs: list[PointInput]) -> UpsertResult:
@@ -249,8 +255,7 @@ class Collection:
             except BaseException:
                 self.arena.release(fresh)
                 raise
-        self._wait_durable(ticket)
-        self._observer.write(self.name, "upsert", len(writes))
+        self._acknowledge(ticket, "upsert", len(writes))
         created = len(fresh)
         return UpsertResult(created=created, updated=len(writes) - created)
 
@@ -302,8 +307,7 @@ class Collection:
             record = encode_point(owner, point_id, vector, encoded)
             batch.put(keys.CF_POINTS, keys.point_key(self.config.cid, label), record)
             ticket = self._commit(batch, lambda: self.points.set_attributes(label, encoded))
-        self._wait_durable(ticket)
-        self._observer.write(self.name, "patch")
+        self._acknowledge(ticket, "patch")
         return PointView(point_id, tenant, merged, shared_with=self._grantee_names(label))
 
     def delete_points(self, tenant: str, point_ids: list[str]) -> DeleteResult:
@@ -327,8 +331,7 @@ class Collection:
                     self._forget_point(owner, pid, label)
 
             ticket = self._commit(batch, apply)
-        self._wait_durable(ticket)
-        self._observer.write(self.name, "delete")
+        self._acknowledge(ticket, "delete")
         return DeleteResult(deleted=len(found), not_found=missing)
 
     def _delete_point_keys(self, batch: Batch, label: int) -> None:
@@ -366,8 +369,7 @@ class Collection:
                 ticket = self._commit(batch, apply)
             else:
                 ticket = 0
-        self._wait_durable(ticket)
-        self._observer.write(self.name, "grant")
+        self._acknowledge(ticket, "grant")
         return self._view(label, with_vector=False, for_owner=True)
 
     def revoke(self, tenant: str, point_id: str, grantee: str) -> PointView:
@@ -384,8 +386,7 @@ class Collection:
                 self.curator.revoke(label, number)
 
             ticket = self._commit(batch, apply)
-        self._wait_durable(ticket)
-        self._observer.write(self.name, "revoke")
+        self._acknowledge(ticket, "revoke")
         return self._view(label, with_vector=False, for_owner=True)
 
     def delete_tenant(self, tenant: str) -> int:
@@ -411,8 +412,7 @@ class Collection:
                 self.tenants.unregister(number)
 
             ticket = self._commit(batch, apply)
-        self._wait_durable(ticket)
-        self._observer.write(self.name, "delete_tenant")
+        self._acknowledge(ticket, "delete_tenant")
         return len(owned)
 
     # -- reads --------------------------------------------------------------------------
@@ -541,7 +541,7 @@ class Collection:
             else:
                 numbers = [self._tenant_number(t) for t in tenants]
                 union = BitMap.union(BitMap(), *(self.tenants.readable[n] for n in numbers))
-                labels = np.frombuffer(union.to_array(), dtype=np.uint32).astype(np.int64)
+                labels = bitmap_labels(union)
             return self._exact(matrix, labels, k, include_attributes, include_vector, started)
 
     def _query_matrix(self, queries: list[Any], k: int, paths: list[str] | None) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 
 from index.cluster_tree import ClusterTree
 from index.curator import Curator
+from index.tenants import bitmap_labels
 from server.errors import NotFound
 from storage import keys
 from storage.store import Batch
@@ -41,7 +42,6 @@ class CuratorHost:
         self.curator: Curator | None = None
         self._training_lock = threading.Lock()  # guards `_trainer`
         self._trainer: threading.Thread | None = None
-        self.build_seconds: float | None = None
 
     @property
     def settings(self):  # type: ignore[no-untyped-def]
@@ -59,18 +59,17 @@ class CuratorHost:
         self.maybe_train()
 
     def _build(self, tree: ClusterTree) -> Curator:
-        started = time.perf_counter()
         curator = Curator(tree, self._collection.arena, self.settings.max_shortlist)
         tenants = self._collection.tenants
         numbers = list(tenants.readable)
-        arrays = [tenants.readable_array(n) for n in numbers]
+        # Not `readable_array`: that caches an array per tenant, and most are never queried.
+        arrays = [bitmap_labels(tenants.readable[n]) for n in numbers]
         sizes = [len(a) for a in arrays]
         if arrays:
             labels = np.concatenate(arrays)
             owners = np.repeat(np.asarray(numbers, dtype=np.int64), sizes)
             curator.insert_many(labels, owners)
         curator.reset_drift()
-        self.build_seconds = time.perf_counter() - started
         return curator
 
     # -- keeping in step (called under the collection's write lock) ---------------------
@@ -142,7 +141,9 @@ class CuratorHost:
             )
             trained = time.perf_counter() - started
             with collection.write_mutex():
+                building = time.perf_counter()
                 curator = self._build(tree)
+                built = time.perf_counter() - building
                 batch = Batch()
                 batch.put(keys.CF_META, keys.tree_key(collection.config.cid), tree.to_bytes())
                 collection.store.write(batch)
@@ -156,7 +157,7 @@ class CuratorHost:
                 trained,
                 len(sample),
                 curator.pairs,
-                self.build_seconds or 0.0,
+                built,
             )
         except NotFound:
             return  # the collection was dropped while training

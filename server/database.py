@@ -68,9 +68,6 @@ class Database:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        return self._ready.wait(timeout_s)
-
     def close(self) -> None:
         self._ready.clear()
         if self._store is not None:

@@ -21,10 +21,6 @@ class Invalid(ShoalError):
         self.path = path
 
 
-class MalformedRequest(ShoalError):
-    code = "malformed"
-
-
 class NotFound(ShoalError):
     code = "not_found"
 
