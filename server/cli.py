@@ -13,8 +13,10 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from server import cluster
+from server.auth import InsecureListen, check_listen
 from server.logs import configure_logging
 from server.settings import Settings
 
@@ -30,6 +32,19 @@ def _parser() -> argparse.ArgumentParser:
         "--durability", choices=["fsync", "os"], help="SHOAL_DURABILITY, default fsync"
     )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    # No --admin-key flag: a key on the command line is readable by every user in `ps`.
+    serve.add_argument(
+        "--admin-key-file",
+        help="file holding the admin key (SHOAL_ADMIN_KEY_FILE; or set SHOAL_ADMIN_KEY)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="listen beyond loopback without an admin key: no authentication (SHOAL_INSECURE)",
+    )
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (SHOAL_TLS_CERT)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert (SHOAL_TLS_KEY)")
     cluster.add_arguments(commands.add_parser("cluster", help="scale-out: DDL, status, moves"))
     return parser
 
@@ -41,16 +56,30 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {
         name: value for name, value in vars(args).items() if name != "command" and value is not None
     }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"shoal: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
+    log = logging.getLogger("shoal")
+    try:
+        warning = check_listen(settings)
+    except InsecureListen as exc:
+        log.error("%s", exc)
+        return 2
+    if warning is not None:
+        log.warning("%s", warning)
     from api.app import create_app
 
-    logging.getLogger("shoal").info(
-        "serving on %s:%d, data in %s, durability %s",
+    log.info(
+        "serving on %s://%s:%d, data in %s, durability %s, authentication %s",
+        "https" if settings.tls_cert else "http",
         settings.host,
         settings.port,
         settings.data_dir.resolve(),
         settings.durability,
+        "on" if settings.admin_key else "off",
     )
     config = uvicorn.Config(
         create_app(settings),
@@ -60,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,  # uvicorn's loggers propagate to the JSON handler of configure_logging
         access_log=False,  # the access log is written by api/observability.py, as JSON
         timeout_graceful_shutdown=30,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
     _Server(config).run()
     return 0

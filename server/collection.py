@@ -46,6 +46,7 @@ from server.model import (
     TenantInfo,
     UpsertResult,
 )
+from server.quotas import NO_QUOTAS, NoQuotas
 from server.rwlock import RWLock
 from storage import keys
 from storage.commit import DurabilityLost
@@ -56,6 +57,8 @@ _LOAD_CHUNK = 4096
 
 
 class Collection:
+    admission: NoQuotas = NO_QUOTAS  # points quotas; the Database sets the real one
+
     def __init__(
         self,
         config: CollectionConfig,
@@ -139,6 +142,7 @@ class Collection:
             batch.delete_range(keys.CF_POINTS, lo, hi)
             batch.delete_range(keys.CF_GRANTS, lo, hi)
             batch.delete_range(keys.CF_META, keys.tenant_prefix(cid), keys.tenant_prefix(cid + 1))
+            batch.delete_range(keys.CF_META, *keys.quota_range(cid))
             self._store.write(batch)
 
     # -- write plumbing -----------------------------------------------------------------
@@ -216,7 +220,9 @@ class Collection:
             owner = self._tenant_for_write(tenant, batch, new)
             owner_ids = self.tenants.ids.get(owner, {})
             existing = [owner_ids.get(w.point_id) for w in writes]
-            fresh = self.arena.allocate(sum(label is None for label in existing))
+            new_points = sum(label is None for label in existing)
+            self.admission.check_new_points(tenant, len(owner_ids), self.arena.count, new_points)
+            fresh = self.arena.allocate(new_points)
             fresh_iter = iter(fresh.tolist())
             labels = [label if label is not None else next(fresh_iter) for label in existing]
             grant_changes: list[tuple[int, set[int], set[int]]] = []

@@ -12,16 +12,22 @@ import time
 from typing import Any
 
 from index.arena import Metric
-from server import validation
+from server import audit, validation
+from server.apikeys import KeyRecord, KeyStore, Role
+from server.auth import Authenticator
 from server.collection import Collection
-from server.errors import Conflict, Invalid, NotFound, NotReady
+from server.errors import Conflict, Forbidden, Invalid, NotReady, collection_not_found
 from server.metrics import Observer
 from server.model import CollectionConfig, IndexSettings, Limits
+from server.quotas import QuotaBook, Quotas
 from server.settings import Settings
 from storage import keys
 from storage.store import Batch, Store
 
 log = logging.getLogger("shoal.database")
+
+# Keys minted while anyone may call the API would be valid once an admin key is set.
+KEYS_NEED_ADMIN = "API keys can be created only when the server has an admin key (SHOAL_ADMIN_KEY)"
 
 
 class Database:
@@ -29,6 +35,9 @@ class Database:
         self.settings = settings
         self.observer = observer or Observer()  # metrics: queries, writes, WAL syncs
         self.limits = Limits(settings.max_batch_points, settings.max_attributes_bytes)
+        self.keys = KeyStore()  # tenant API keys (server/apikeys.py)
+        self.authenticator = Authenticator(settings, self.keys)
+        self.quotas = QuotaBook(Quotas.from_settings(settings))
         self._store: Store | None = None
         self._collections: dict[str, Collection] = {}
         self._ddl_lock = threading.Lock()  # create/delete collection
@@ -48,9 +57,11 @@ class Database:
             self._store = store
             for _, value in store.scan(keys.CF_META, keys.COLLECTION_PREFIX):
                 config = CollectionConfig.from_json(value)
-                collection = Collection(config, store, self.limits, self.observer)
+                collection = self._collection(config, store)
                 collection.load()
                 self._collections[config.name] = collection
+            self.quotas.load(self._collections.values())
+            self.keys.load(store)
         except BaseException as exc:
             self.failure = exc
             raise
@@ -90,7 +101,7 @@ class Database:
         self.store  # noqa: B018 - raises NotReady during recovery
         collection = self._collections.get(name)
         if collection is None:
-            raise NotFound(f"collection {name!r} not found")
+            raise collection_not_found(name)
         return collection
 
     def collections(self) -> list[Collection]:
@@ -124,14 +135,42 @@ class Database:
             batch.put(keys.CF_META, keys.collection_key(name), config.to_json())
             batch.put(keys.CF_META, keys.NEXT_COLLECTION_ID, keys.u32(cid + 1))
             store.write(batch)
-            self._collections[name] = Collection(config, store, self.limits, self.observer)
+            self._collections[name] = self._collection(config, store)
+        audit.note(collection=name)
         log.info("created collection %s", config.to_json().decode())
         return config
 
     def delete_collection(self, name: str) -> None:
         with self._ddl_lock:
             collection = self.collection(name)
-            collection.drop()
+            collection.drop()  # its quotas too, in the same batch
             del self._collections[name]
+            self.quotas.forget(name)
+            # A collection created later under this name is another one: its keys must not
+            # open it.
+            audit.note(keys_revoked=self.keys.revoke_collection(name))
         self.observer.collection_dropped(name)
         log.info("deleted collection %s", name)
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        collection: str,
+        tenant: str,
+        role: str,
+        expires_at: float | None = None,
+        description: str = "",
+    ) -> tuple[KeyRecord, str]:
+        """A tenant key for an existing collection; returns its record and the key, once."""
+        if not self.authenticator.required:
+            raise Forbidden(KEYS_NEED_ADMIN)
+        self.collection(collection)
+        record, token = self.keys.create(collection, tenant, Role(role), expires_at, description)
+        audit.note(key_id=record.key_id, key_scope=f"{collection}/{tenant}", role=role)
+        return record, token
+
+    def _collection(self, config: CollectionConfig, store: Store) -> Collection:
+        collection = Collection(config, store, self.limits, self.observer)
+        collection.admission = self.quotas.admission(config.name)
+        return collection

@@ -25,6 +25,22 @@ class NotFound(ShoalError):
     code = "not_found"
 
 
+def collection_not_found(collection: str) -> NotFound:
+    """The one message for a collection that does not exist or is outside the key's scope."""
+    return NotFound(f"collection {collection!r} not found")
+
+
+def tenant_not_found(tenant: str, collection: str) -> NotFound:
+    """The one message for a tenant that does not exist or is outside the key's scope."""
+    return NotFound(f"tenant {tenant!r} not found in collection {collection!r}")
+
+
+class Unauthorized(ShoalError):
+    """No key, a malformed header, or a key that is unknown, revoked or expired."""
+
+    code = "unauthorized"
+
+
 class Conflict(ShoalError):
     code = "conflict"
 
@@ -38,6 +54,8 @@ class TooLarge(ShoalError):
 
 
 class OverQuota(ShoalError):
+    """Over a quota; `retry_after_s` says when a retry can succeed (the Retry-After header)."""
+
     code = "over_quota"
 
     def __init__(self, message: str, retry_after_s: float | None = None):

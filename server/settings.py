@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A shorter admin key is guessable by brute force over the network; `openssl rand -hex 32`.
+MIN_SECRET_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -35,3 +38,65 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )
+    # -- security (docs/security.md) ------------------------------------------------------
+    admin_key: SecretStr | None = Field(
+        None,
+        description="The admin API key; unset (and no `admin_key_file`): no authentication, "
+        "loopback only.",
+    )
+    admin_key_file: Path | None = Field(
+        None, description="A file holding the admin key (a mounted secret); read at start."
+    )
+    metrics_key: SecretStr | None = Field(
+        None, description="A key that may read /metrics only (besides the admin key)."
+    )
+    metrics_key_file: Path | None = Field(None, description="A file holding the metrics key.")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without a key (when the network already guards it)."
+    )
+    insecure: bool = Field(
+        False, description="Allow listening beyond loopback without an admin key (no auth)."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key of `tls_cert`.")
+    # -- default quotas of every tenant (docs/security.md#quotas); unset: unlimited --------
+    quota_max_points: int | None = Field(
+        None, ge=0, description="Default most points a tenant may own."
+    )
+    quota_max_upsert_batch: int | None = Field(
+        None, ge=1, description="Default most points in one upsert of a tenant."
+    )
+    quota_query_rate: float | None = Field(
+        None, gt=0, description="Default read requests per second of a tenant (token bucket)."
+    )
+    quota_query_burst: int | None = Field(
+        None, ge=1, description="Default read bucket size (default: the rate, rounded up)."
+    )
+    quota_write_rate: float | None = Field(
+        None, gt=0, description="Default write requests per second of a tenant (token bucket)."
+    )
+    quota_write_burst: int | None = Field(
+        None, ge=1, description="Default write bucket size (default: the rate, rounded up)."
+    )
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        self.admin_key = _secret("admin_key", self.admin_key, self.admin_key_file)
+        self.metrics_key = _secret("metrics_key", self.metrics_key, self.metrics_key_file)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return self
+
+
+def _secret(name: str, value: SecretStr | None, path: Path | None) -> SecretStr | None:
+    """The key given directly or read from `path` (surrounding whitespace dropped)."""
+    if value is not None and path is not None:
+        raise ValueError(f"give {name} or {name}_file, not both")
+    if path is not None:
+        try:
+            value = SecretStr(path.read_text().strip())
+        except OSError as exc:
+            raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
+    if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+        raise ValueError(f"{name} must be at least {MIN_SECRET_CHARS} characters")
+    return value

@@ -9,6 +9,9 @@ key of a collection starts with its 4-byte collection id, so one collection is o
 | `meta` | `b"n"` | next collection id (u32) |
 | `meta` | `b"t" + cid + tenant_no` | tenant record (JSON) |
 | `meta` | `b"r" + cid` | the collection's Curator clustering tree (`index.cluster_tree` bytes) |
+| `meta` | `b"q" + cid` | the collection's quotas (JSON, totals over its tenants) |
+| `meta` | `b"q" + cid + b"/" + tenant name` | a tenant's quotas (JSON), by name (may predate it) |
+| `keys` | `key_id` (ASCII) | API key record (JSON: scope, role, SHA-256 of the secret, expiry) |
 | `points` | `cid + label(u64)` | point record (`storage.records`) |
 | `grants` | `cid + label(u64) + tenant_no(u32)` | empty: the point is readable by that tenant |
 """
@@ -34,6 +37,8 @@ COLLECTION_PREFIX = b"c"
 NEXT_COLLECTION_ID = b"n"
 TENANT_PREFIX = b"t"
 TREE_PREFIX = b"r"
+QUOTA_PREFIX = b"q"
+_QUOTA_TENANT = b"/"
 
 
 def u32(value: int) -> bytes:
@@ -62,6 +67,27 @@ def decode_tenant_key(key: bytes) -> tuple[int, int]:
 
 def tree_key(cid: int) -> bytes:
     return TREE_PREFIX + _U32.pack(cid)
+
+
+def quota_key(cid: int, tenant: str | None = None) -> bytes:
+    """The collection's own quotas (`tenant=None`) or one tenant's."""
+    key = QUOTA_PREFIX + _U32.pack(cid)
+    return key if tenant is None else key + _QUOTA_TENANT + tenant.encode()
+
+
+def decode_quota_key(key: bytes) -> tuple[int, str | None]:
+    (cid,) = _U32.unpack_from(key, len(QUOTA_PREFIX))
+    rest = key[len(QUOTA_PREFIX) + _U32.size :]
+    return cid, (rest[len(_QUOTA_TENANT) :].decode() if rest else None)
+
+
+def quota_range(cid: int) -> tuple[bytes, bytes]:
+    """[lo, hi) covering every quota key of one collection."""
+    return quota_key(cid), quota_key(cid + 1)
+
+
+def api_key_key(key_id: str) -> bytes:
+    return key_id.encode("ascii")
 
 
 def point_key(cid: int, label: int) -> bytes:

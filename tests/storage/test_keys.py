@@ -61,3 +61,14 @@ def test_point_record_round_trips_bit_for_bit(
     assert record.point_id == point_id
     assert record.vector.tobytes() == vector.tobytes()
     assert record.attributes_json == attributes
+
+
+@given(st.integers(0, 2**32 - 2), st.one_of(st.none(), st.text(min_size=1, max_size=64)))
+def test_quota_key_round_trips_and_stays_in_its_collection_range(
+    cid: int, tenant: str | None
+) -> None:
+    key = keys.quota_key(cid, tenant)
+    assert keys.decode_quota_key(key) == (cid, tenant)
+    lo, hi = keys.quota_range(cid)
+    assert lo <= key < hi
+    assert not lo <= keys.quota_key(cid + 1, tenant) < hi
