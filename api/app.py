@@ -13,14 +13,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from threadpoolctl import threadpool_limits
 
+from api.auth import Authentication, authorize_request
 from api.errors import install_error_handlers
 from api.middleware import BodyLimit, EncodedSlashes
 from api.models.common import ErrorResponse
 from api.observability import Observability
-from api.routes import collections, health, metrics, points, queries, tenants, transfer
+from api.routes import collections, health, keys, metrics, points, queries, tenants, transfer
 from server.database import Database
 from server.metrics import Metrics
 from server.settings import Settings
@@ -31,10 +32,13 @@ _ERRORS = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in [
         (400, "Malformed JSON"),
-        (404, "No such collection, tenant or point"),
+        (401, "No API key, a malformed header, or an unknown, revoked or expired key"),
+        (403, "The key may not do this (admin-only route, read-only key)"),
+        (404, "No such collection, tenant or point (or outside the key's scope)"),
         (409, "Conflict"),
         (413, "Body or batch too large"),
         (422, "Invalid input; the message names the field"),
+        (429, "Over a quota; `Retry-After` says when to retry"),
         (503, "Not ready (recovering)"),
     ]
 }
@@ -71,9 +75,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = observer
     install_error_handlers(app)
-    for module in (health, metrics, collections, tenants, points, queries, transfer):
-        app.include_router(module.router)
+    app.include_router(health.router)  # probes: no key, no scope
+    for module in (metrics, keys, collections, tenants, points, queries, transfer):
+        app.include_router(module.router, dependencies=[Depends(authorize_request)])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    public = ["/healthz", "/readyz"]  # probes
+    # The API's own description and its pages: the same for everyone, and a browser loads
+    # them without a key.
+    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    public += [path for path in docs if path]
+    if settings.metrics_public:
+        public.append("/metrics")
+    app.add_middleware(Authentication, authenticator=database.authenticator, public_paths=public)
     app.add_middleware(EncodedSlashes)
     app.add_middleware(Observability, metrics=observer)  # outermost: sees every response
     return app

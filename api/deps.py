@@ -45,6 +45,7 @@ OtherTenantDep = Annotated[str, Depends(_other)]
 
 
 class _OrjsonRequest(Request):
+    # The parsed body stays on the request as `_json`: api/auth.py reads batch sizes from it.
     async def json(self):  # type: ignore[no-untyped-def]
         if not hasattr(self, "_json"):
             self._json = orjson.loads(await self.body())

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.errors import OverQuota, ShoalError
+from server.errors import OverQuota, ShoalError, Unauthorized
 
 log = logging.getLogger("shoal.api")
 
@@ -53,12 +53,19 @@ def format_location(loc: Sequence[str | int]) -> str:
     return text or str(loc[0] if loc else "body")
 
 
-async def _shoal_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ShoalError)
+def shoal_error_response(exc: ShoalError) -> JSONResponse:
     headers = None
     if isinstance(exc, OverQuota) and exc.retry_after_s is not None:
+        # Whole seconds, at least 1: a 0 would invite a busy retry loop.
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    elif isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="shoal"'}  # RFC 6750
     return error_response(exc.code, exc.message, headers)
+
+
+async def _shoal_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ShoalError)
+    return shoal_error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from api.models.common import RequestModel, StrictFloat, StrictInt
+from api.models.common import absent as _absent
 
 FieldTypeName = Literal["keyword", "integer", "float", "boolean", "keyword[]", "datetime"]
 
@@ -49,11 +50,14 @@ class CollectionOut(BaseModel):
     metric: str
     schema_: dict[str, str] = Field(alias="schema", serialization_alias="schema")
     created_at: float
-    points: int
-    tenants: int
     index: dict[str, float | int] = Field(description="Curator settings in force.")
-    curator: dict[str, float | int | bool] = Field(
-        description="Curator state: `trained`, `pairs`, `memory_bytes`, `drift`."
+    # Collection-wide figures: left out for tenant keys, which must not learn about others.
+    points: int | None = Field(None, exclude_if=_absent, description="Points (admin only).")
+    tenants: int | None = Field(None, exclude_if=_absent, description="Tenants (admin only).")
+    curator: dict[str, float | int | bool] | None = Field(
+        None,
+        exclude_if=_absent,
+        description="Curator state: `trained`, `pairs`, `memory_bytes`, `drift` (admin only).",
     )
 
 

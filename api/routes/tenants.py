@@ -4,25 +4,42 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import CollectionDep, OrjsonRoute, TenantDep
+from api.auth import PrincipalDep
+from api.deps import CollectionDep, DatabaseDep, OrjsonRoute, TenantDep
+from api.models.quotas import QuotasOut, QuotasPatch, QuotasResponse
 from api.models.tenants import TenantDeleted, TenantList, TenantOut
+from server.errors import NotFound
+from server.model import TenantInfo
 
 router = APIRouter(
     prefix="/v1/collections/{collection}/tenants", tags=["tenants"], route_class=OrjsonRoute
 )
 
 
-@router.get("", summary="List tenants with point counts, by name")
+@router.get("", summary="List tenants with point counts, by name (a tenant key: itself)")
 def list_tenants(
     collection: CollectionDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> TenantList:
-    infos, next_cursor = collection.list_tenants(cursor, limit)
+    if principal.tenant is not None:  # a tenant key lists itself, and nobody else
+        infos, next_cursor = _own_page(collection, principal.tenant, cursor), None
+    else:
+        infos, next_cursor = collection.list_tenants(cursor, limit)
     tenants = [
         TenantOut(name=i.name, points=i.points, shared_with_it=i.shared_with_it) for i in infos
     ]
     return TenantList(tenants=tenants, next_cursor=next_cursor)
+
+
+def _own_page(collection: CollectionDep, tenant: str, cursor: str | None) -> list[TenantInfo]:
+    if cursor is not None and cursor >= tenant:
+        return []
+    try:
+        return [collection.tenant_info(tenant)]
+    except NotFound:
+        return []
 
 
 @router.get("/{tenant}", summary="Describe a tenant")
@@ -36,6 +53,15 @@ def put_tenant(collection: CollectionDep, tenant: TenantDep, response: Response)
     if collection.ensure_tenant(tenant):
         response.status_code = 201
     return get_tenant(collection, tenant)
+
+
+@router.patch("/{tenant}", summary="Admin: set the tenant's quotas (it need not exist yet)")
+def patch_tenant(
+    body: QuotasPatch, collection: CollectionDep, tenant: TenantDep, database: DatabaseDep
+) -> QuotasResponse:
+    patch = body.quotas.model_dump(exclude_unset=True)
+    quotas = database.quotas.set_tenant(collection, tenant, patch)
+    return QuotasResponse(quotas=QuotasOut(**quotas.to_dict()))
 
 
 @router.delete("/{tenant}", summary="Delete a tenant, the points it owns and grants to it")
