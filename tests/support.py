@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,14 @@ from server.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN_DIR = REPO.parent / "shared" / "data" / "debian"
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+ADMIN = bearer(ADMIN_KEY)
 
 
 def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> None:
@@ -50,12 +59,27 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`shoal serve` as a child process on a loopback port."""
+    """`shoal serve` as a child process on a loopback port.
 
-    def __init__(self, data_dir: Path, *extra_args: str, port: int | None = None):
+    `env` adds variables (SHOAL_ADMIN_KEY...); with `tls_ca` (the certificate to trust) it is
+    reached over https.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra_args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        tls_ca: Path | None = None,
+    ):
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else True
+        )
+        self._env = env or {}
         self.log_path = data_dir.parent / f"shoal-{self.port}.log"
         self._args = [
             sys.executable, "-m", "server.cli", "serve",
@@ -65,11 +89,11 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         log = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self._env)
         self.process = subprocess.Popen(
             self._args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
         )
-        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+        with self.client(timeout_s=5.0) as client:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -94,5 +118,5 @@ class ServerProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
 
-    def client(self, timeout_s: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout_s)
+    def client(self, timeout_s: float = 30.0, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout_s, verify=self.verify, **kwargs)
