@@ -104,16 +104,18 @@ async def authorize_request(request: Request) -> AsyncIterator[Principal]:
         yield principal
         return
     with audit.recording() as notes:
-        fields = {"collection": collection, "tenant": tenant, **_other_params(params)}
+        notes.update({"collection": collection, "tenant": tenant, **_other_params(params)})
+        outcome = "ok"
         try:
             yield principal
         except ShoalError as exc:
-            audit.action(route.name, principal.actor, exc.code, **fields, **notes)
+            outcome = exc.code
             raise
         except Exception:
-            audit.action(route.name, principal.actor, "error", **fields, **notes)
+            outcome = "error"
             raise
-        audit.action(route.name, principal.actor, "ok", **fields, **notes)
+        finally:
+            audit.action(route.name, principal.actor, outcome, **notes)
 
 
 def _name(value: Any) -> str | None:
