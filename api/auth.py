@@ -16,7 +16,8 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access import rule_for
@@ -28,6 +29,10 @@ from server.database import Database
 from server.errors import Forbidden, NotFound, ShoalError, Unauthorized
 
 PRINCIPAL = "shoal.principal"  # the ASGI scope key Authentication sets
+# Declares bearer auth in the OpenAPI schema (the docs page's "Authorize" button); the header
+# itself was checked by Authentication already.
+_BEARER = HTTPBearer(auto_error=False, description="The admin key or a tenant key.")
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
 _KEY_ID = re.compile(r"shoal_([0-9a-f]{16})_")
 
 
@@ -74,7 +79,7 @@ def current_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-async def authorize_request(request: Request) -> AsyncIterator[Principal]:
+async def authorize_request(request: Request, _: BearerDoc) -> AsyncIterator[Principal]:
     """The scope check, quotas and audit line of one request (a dependency of every router)."""
     route = request.scope["route"]
     rule = rule_for(request.method, route.path)

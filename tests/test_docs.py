@@ -6,8 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
+from api.access import ROUTES
 from api.app import create_app
 from api.errors import STATUS_BY_CODE
 from server.model import IndexSettings
@@ -17,13 +18,31 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def _app_routes() -> list[tuple[str, str]]:
+    """Every API route of the app. FastAPI keeps included routers as lazy entries in
+    `app.routes`; `iter_route_contexts` expands them."""
     app = create_app(Settings())
-    return [
-        (method, route.path)
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        for method in sorted(route.methods)
+    routes = [
+        (method, context.path)
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+        for method in sorted(context.methods or ())
     ]
+    assert len(routes) > 20, "the route listing finds the routers' routes"
+    return routes
+
+
+def test_every_route_has_a_row_in_the_scope_table_and_no_row_is_stale() -> None:
+    routes = set(_app_routes())
+    assert sorted(routes - set(ROUTES)) == [], "add them to api/access.py"
+    assert sorted(set(ROUTES) - routes) == [], "rows for routes that do not exist"
+
+
+def test_the_scope_table_in_security_md_is_the_one_the_code_enforces() -> None:
+    text = (DOCS / "security.md").read_text()
+    rows = re.findall(r"^\| `([A-Z]+) ([^`]+)` \| ([a-z ]+) \| ([a-z]*) ?\|$", text, flags=re.M)
+    documented = {(method, path): (access, rate) for method, path, access, rate in rows}
+    enforced = {key: (rule.access.value, rule.rate or "") for key, rule in ROUTES.items()}
+    assert documented == enforced
 
 
 def test_every_route_has_a_heading_in_the_api_reference() -> None:
