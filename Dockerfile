@@ -67,9 +67,10 @@ COPY --from=install /opt/shoal /opt/shoal
 
 # Configuration is by environment (`SHOAL_*`, see docs/configuration.md); flags after
 # `serve` override it: `docker run shoal serve --durability os`.
-# SHOAL_HOST=0.0.0.0 is needed to be reachable from outside the container. Once API keys land,
-# the server refuses to listen beyond loopback without an admin key: set SHOAL_ADMIN_KEY (or
-# pass `serve --insecure` for a throwaway local run).
+# SHOAL_HOST=0.0.0.0 is needed to be reachable from outside the container, and the server
+# refuses to listen beyond loopback without an admin key: set SHOAL_ADMIN_KEY, or better
+# SHOAL_ADMIN_KEY_FILE pointing at a mounted secret (or pass `serve --insecure` for a
+# throwaway local run). /healthz and /readyz need no key, so the HEALTHCHECK stays as it is.
 ENV PATH=/opt/shoal/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

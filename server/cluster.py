@@ -16,6 +16,9 @@ on every node, here, and never through the proxy (which refuses it):
 list, and lists, copies home or drops the tenants held elsewhere: the steps of adding a node
 (deploy/nginx/README.md).
 
+On nodes with an admin key, pass it as `--admin-key-file` or in `SHOAL_ADMIN_KEY` (or
+`SHOAL_ADMIN_KEY_FILE`), as for `shoal serve`: DDL, export and import are admin routes.
+
 DDL is idempotent per node: a collection that exists with the same settings counts as created,
 a missing one as deleted, so a fan-out that failed on one node is simply re-run. Each command
 prints one line per node and exits 1 if any node failed.
@@ -34,6 +37,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -75,13 +79,16 @@ class MoveReport:
 # -- HTTP plumbing ------------------------------------------------------------------------
 
 
-def _client(timeout_s: float) -> httpx.Client:
+def _client(timeout_s: float, admin_key: str | None = None) -> httpx.Client:
     try:
         import httpx
     except ImportError:  # pragma: no cover - depends on the installation
         raise SystemExit("shoal cluster needs httpx: pip install httpx") from None
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
-    return httpx.Client(timeout=timeout, headers={"user-agent": "shoal-cluster"})
+    headers = {"user-agent": "shoal-cluster"}
+    if admin_key is not None:  # DDL, export and import are admin routes on secured nodes
+        headers["authorization"] = f"Bearer {admin_key}"
+    return httpx.Client(timeout=timeout, headers=headers)
 
 
 def _url(node: str, *segments: str) -> str:
@@ -97,12 +104,15 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def _fan_out(
-    nodes: list[str], timeout_s: float, action: Callable[[httpx.Client, str], NodeOutcome]
+    nodes: list[str],
+    timeout_s: float,
+    action: Callable[[httpx.Client, str], NodeOutcome],
+    admin_key: str | None = None,
 ) -> list[NodeOutcome]:
     import httpx
 
     outcomes = []
-    with _client(timeout_s) as client:
+    with _client(timeout_s, admin_key) as client:
         for node in nodes:
             try:
                 outcomes.append(action(client, node))
@@ -122,6 +132,7 @@ def create_collection(
     schema: dict[str, str] | None = None,
     index: dict[str, Any] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    admin_key: str | None = None,
 ) -> list[NodeOutcome]:
     """Create the collection on every node; one that exists with the same settings is fine."""
     body = {"name": name, "dim": dim, "metric": metric, "schema": schema or {}}
@@ -159,11 +170,14 @@ def create_collection(
             return NodeOutcome(node, False, "exists with other settings: " + "; ".join(differences))
         return NodeOutcome(node, True, "exists with the same settings")
 
-    return _fan_out(nodes, timeout_s, create)
+    return _fan_out(nodes, timeout_s, create, admin_key)
 
 
 def delete_collection(
-    nodes: list[str], name: str, timeout_s: float = DEFAULT_TIMEOUT_S
+    nodes: list[str],
+    name: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    admin_key: str | None = None,
 ) -> list[NodeOutcome]:
     """Delete the collection on every node; a node without it counts as done."""
 
@@ -175,15 +189,17 @@ def delete_collection(
             return NodeOutcome(node, True, "absent")
         return NodeOutcome(node, False, _error_text(response))
 
-    return _fan_out(nodes, timeout_s, delete)
+    return _fan_out(nodes, timeout_s, delete, admin_key)
 
 
-def status(nodes: list[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[NodeStatus]:
+def status(
+    nodes: list[str], timeout_s: float = DEFAULT_TIMEOUT_S, admin_key: str | None = None
+) -> list[NodeStatus]:
     """Readiness and collections (with their point and tenant counts) of every node."""
     import httpx
 
     statuses = []
-    with _client(timeout_s) as client:
+    with _client(timeout_s, admin_key) as client:
         for node in nodes:
             try:
                 ready = client.get(_url(node, "readyz"))
@@ -282,6 +298,7 @@ def move_tenant(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     log: Callable[[str], None] = lambda _: None,
+    admin_key: str | None = None,
 ) -> MoveReport:
     """Copy a tenant from `source` to `target` (export, import in requests of about
     `batch_bytes`), verify that both nodes now hold the same points (counts and a digest of
@@ -292,7 +309,7 @@ def move_tenant(
     target_tenant = target_tenant or tenant
     imported = exported = 0
     try:
-        with _client(timeout_s) as client:
+        with _client(timeout_s, admin_key) as client:
             before = _tenant_points(client, target, collection, target_tenant)
             if before:
                 log(f"{target} already holds {before} points of {target_tenant!r}; upserting")
@@ -447,6 +464,7 @@ def rebalance(
     copy: bool = False,
     drop_strays: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    admin_key: str | None = None,
 ) -> list[Stray]:
     """The tenants that are not on their home node for the proxy's server list (`servers`,
     parallel to `nodes`; default: the host:port of each node URL), and what was done.
@@ -464,7 +482,7 @@ def rebalance(
     ring = NginxRing(servers)
     node_of = dict(zip(servers, nodes, strict=True))
     strays: list[Stray] = []
-    with _client(timeout_s) as client:
+    with _client(timeout_s, admin_key) as client:
         holdings = {node: _tenants(client, node, collection) for node in nodes}
         for node in nodes:
             for tenant, points in sorted(holdings[node].items()):
@@ -476,8 +494,9 @@ def rebalance(
             try:
                 if copy and not stray.at_home:
                     report = move_tenant(
-                        stray.node, stray.home, collection, stray.tenant, timeout_s=timeout_s
-                    )
+                        stray.node, stray.home, collection, stray.tenant,
+                        timeout_s=timeout_s, admin_key=admin_key,
+                    )  # fmt: skip
                     stray.ok, stray.outcome = report.ok, f"copy: {report.detail}"
                     stray.at_home = report.ok
                 elif drop_strays and stray.at_home:
@@ -502,11 +521,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `cluster` subcommands, on the parser `shoal cluster` was given."""
     commands = parser.add_subparsers(dest="cluster_command", required=True)
 
+    def with_key(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--admin-key-file",
+            type=Path,
+            help="file holding the nodes' admin key (default: SHOAL_ADMIN_KEY or "
+            "SHOAL_ADMIN_KEY_FILE; none: nodes running open)",
+        )
+
     def with_nodes(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--nodes", required=True, help="comma-separated base URLs: http://a:8080,http://b:8080"
         )
         sub.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
+        with_key(sub)
 
     create = commands.add_parser("create-collection", help="create a collection on every node")
     with_nodes(create)
@@ -531,6 +559,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     move.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
     move.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES)
+    with_key(move)
     balance = commands.add_parser(
         "rebalance", help="list (or copy home, or drop) tenants not on the node nginx picks"
     )
@@ -566,18 +595,27 @@ def _print_outcomes(outcomes: list[NodeOutcome]) -> int:
     return 1 if failed else 0
 
 
+def _admin_key(path: Path | None) -> str | None:
+    """The key from --admin-key-file, else from the `SHOAL_ADMIN_KEY*` settings."""
+    from server.settings import Settings
+
+    settings = Settings(admin_key_file=path) if path is not None else Settings()
+    return None if settings.admin_key is None else settings.admin_key.get_secret_value()
+
+
 def run(args: argparse.Namespace) -> int:
     command = args.cluster_command
+    key = _admin_key(args.admin_key_file)
     if command == "create-collection":
         outcomes = create_collection(
             _nodes(args.nodes), args.name, args.dim, args.metric, args.schema, args.index,
-            args.timeout,
+            args.timeout, key,
         )  # fmt: skip
         return _print_outcomes(outcomes)
     if command == "delete-collection":
-        return _print_outcomes(delete_collection(_nodes(args.nodes), args.name, args.timeout))
+        return _print_outcomes(delete_collection(_nodes(args.nodes), args.name, args.timeout, key))
     if command == "status":
-        statuses = status(_nodes(args.nodes), args.timeout)
+        statuses = status(_nodes(args.nodes), args.timeout, key)
         for node_status in statuses:
             print(f"{node_status.node}  {node_status.detail}")
             for name, c in sorted(node_status.collections.items()):
@@ -596,7 +634,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             strays = rebalance(
                 _nodes(args.nodes), args.collection, servers, args.copy, args.drop_strays,
-                args.timeout,
+                args.timeout, key,
             )  # fmt: skip
         except (httpx.HTTPError, RuntimeError, ValueError) as exc:
             print(f"FAILED: {exc or repr(exc)}", file=sys.stderr)
@@ -613,7 +651,7 @@ def run(args: argparse.Namespace) -> int:
     report = move_tenant(
         args.source.rstrip("/"), args.target.rstrip("/"), args.collection, args.tenant,
         args.delete_source, args.target_tenant, args.timeout, args.batch_bytes,
-        log=lambda message: print(message, file=sys.stderr),
+        log=lambda message: print(message, file=sys.stderr), admin_key=key,
     )  # fmt: skip
     line = (
         f"{'ok' if report.ok else 'FAILED'}: {report.detail} "

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
 
 def _secret(name: str, value: SecretStr | None, path: Path | None) -> SecretStr | None:
     """The key given directly or read from `path` (surrounding whitespace dropped)."""
+    if value is not None and not value.get_secret_value():
+        value = None  # `SHOAL_ADMIN_KEY=` (compose passes an unset host variable so): unset
     if value is not None and path is not None:
         raise ValueError(f"give {name} or {name}_file, not both")
     if path is not None:

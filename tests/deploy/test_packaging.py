@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from server.auth import InsecureListen, check_listen
 from server.settings import Settings
 from tests.support import ServerProcess, app_client
 
@@ -377,12 +378,66 @@ def test_prometheus_scrapes_the_compose_service_every_5_seconds() -> None:
     assert datasource["url"] == "http://prometheus:9090"
 
 
-def test_prometheus_config_passes_promtool() -> None:
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = _tool("promtool", SYSTEM_PACKAGES)
+    # promtool checks that the bearer token file exists: the compose secret is mounted only in
+    # the container, so point a copy of the configuration at a stand-in.
+    token = tmp_path / "metrics-key"
+    token.write_text("stand-in\n")
+    config = PROMETHEUS.read_text().replace(_METRICS_KEY_IN_PROMETHEUS, str(token))
+    assert config != PROMETHEUS.read_text()
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(config)
     result = subprocess.run(
-        [promtool, "check", "config", str(PROMETHEUS)], capture_output=True, text=True, timeout=60
+        [promtool, "check", "config", str(checked)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+_METRICS_KEY_IN_PROMETHEUS = "/run/secrets/shoal_metrics_key"
+
+
+def test_prometheus_scrapes_with_the_metrics_key_shoal_reads() -> None:
+    job = next(j for j in yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"])
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": _METRICS_KEY_IN_PROMETHEUS,
+    }
+    compose = _compose()
+    services = compose["services"]
+    assert "shoal_metrics_key" in services["prometheus"]["secrets"]
+    shoal = services["shoal"]
+    assert {"shoal_admin_key", "shoal_metrics_key"} <= set(shoal["secrets"])
+    env = shoal["environment"]
+    assert env["SHOAL_METRICS_KEY_FILE"] == _METRICS_KEY_IN_PROMETHEUS
+    assert env["SHOAL_ADMIN_KEY_FILE"] == "/run/secrets/shoal_admin_key"
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    for secret in compose["secrets"].values():
+        path = (REPO / secret["file"]).resolve()
+        assert path.parent == DEPLOY / "secrets", "the keys live in deploy/secrets/"
+        assert "/deploy/secrets/*-key" in ignored and path.name.endswith("-key"), "never committed"
+    assert (DEPLOY / "secrets" / "README.md").exists(), "how to make the key files"
+
+
+def test_the_image_environment_with_an_admin_key_file_is_valid_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = dockerfile_stages(DOCKERFILE.read_text())[-1]
+    for name in [n for n in os.environ if n.startswith("SHOAL_")]:
+        monkeypatch.delenv(name)
+    for name, value in _env(runtime).items():
+        if name.startswith("SHOAL_"):
+            monkeypatch.setenv(name, value)
+    key = tmp_path / "admin-key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    monkeypatch.setenv("SHOAL_ADMIN_KEY_FILE", str(key))
+    settings = Settings()
+    assert settings.admin_key is not None
+    assert settings.admin_key.get_secret_value() == "0123456789abcdef0123456789abcdef"
+    assert check_listen(settings) is None, "0.0.0.0 with an admin key: no warning, no refusal"
+    monkeypatch.delenv("SHOAL_ADMIN_KEY_FILE")
+    with pytest.raises(InsecureListen):
+        check_listen(Settings())
 
 
 def test_dashboard_panels_query_the_provisioned_datasource() -> None:
@@ -576,6 +631,14 @@ def test_admin_key_comes_from_the_example_secret() -> None:
     (secret,) = _kubernetes("examples/secret.yaml")
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == ref["name"] == "shoal-admin"
     assert ref["key"] == "admin-key" and ref["key"] in secret["stringData"]
+
+    metrics = next(e for e in _container()["env"] if e["name"] == "SHOAL_METRICS_KEY")
+    metrics_ref = metrics["valueFrom"]["secretKeyRef"]
+    assert metrics_ref == {"name": "shoal-admin", "key": "metrics-key"}
+    assert metrics_ref["key"] in secret["stringData"]
+    (monitor,) = _kubernetes("servicemonitor.yaml")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": metrics_ref}
 
 
 def test_services_and_servicemonitor_select_the_pods() -> None:
