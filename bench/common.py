@@ -85,8 +85,15 @@ def minor_faults(pid: int) -> int:
 class Server:
     """`shoal serve` as a child process on a free loopback port."""
 
-    def __init__(self, data_dir: Path, *args: str, log_level: str = "warning"):
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        log_level: str = "warning",
+        env: dict[str, str] | None = None,
+    ):
         self.data_dir = data_dir
+        self.env = env or {}  # added to the environment: SHOAL_ADMIN_KEY...
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"shoal-{self.port}.log"
@@ -104,7 +111,7 @@ class Server:
 
     def spawn(self) -> None:
         log = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(
             self.args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
