@@ -69,9 +69,6 @@ class Principal:
     def sees_collection(self, collection: str) -> bool:
         return self.is_admin or self.collection == collection
 
-    def sees_tenant(self, collection: str, tenant: str) -> bool:
-        return self.is_admin or (self.collection == collection and self.tenant == tenant)
-
 
 OPEN = Principal("open")
 ADMIN = Principal("admin")
