@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from index.arena import Metric
@@ -28,7 +29,9 @@ class Database:
     def __init__(self, settings: Settings, observer: Observer | None = None):
         self.settings = settings
         self.observer = observer or Observer()  # metrics: queries, writes, WAL syncs
-        self.limits = Limits(settings.max_batch_points, settings.max_attributes_bytes)
+        self.limits = Limits(
+            settings.max_batch_points, settings.max_attributes_bytes, settings.max_delete_points
+        )
         self._store: Store | None = None
         self._collections: dict[str, Collection] = {}
         self._ddl_lock = threading.Lock()  # create/delete collection
@@ -48,7 +51,9 @@ class Database:
             self._store = store
             for _, value in store.scan(keys.CF_META, keys.COLLECTION_PREFIX):
                 config = CollectionConfig.from_json(value)
-                collection = Collection(config, store, self.limits, self.observer)
+                collection = Collection(
+                    config, store, self.limits, self.observer, self._graph_dir(config.cid)
+                )
                 collection.load()
                 self._collections[config.name] = collection
         except BaseException as exc:
@@ -63,6 +68,13 @@ class Database:
             self.recovery_seconds,
         )
         self._ready.set()
+
+    def _graph_dir(self, cid: int) -> Path:
+        """HNSW graph snapshots live beside RocksDB's files, one directory per collection."""
+        return self.settings.data_dir / "graphs" / f"c{cid}"
+
+    def extend_schema(self, name: str, fields: dict[str, Any]) -> CollectionConfig:
+        return self.collection(name).extend_schema(validation.schema(fields))
 
     @property
     def ready(self) -> bool:
@@ -124,7 +136,9 @@ class Database:
             batch.put(keys.CF_META, keys.collection_key(name), config.to_json())
             batch.put(keys.CF_META, keys.NEXT_COLLECTION_ID, keys.u32(cid + 1))
             store.write(batch)
-            self._collections[name] = Collection(config, store, self.limits, self.observer)
+            self._collections[name] = Collection(
+                config, store, self.limits, self.observer, self._graph_dir(cid)
+            )
         log.info("created collection %s", config.to_json().decode())
         return config
 

@@ -3,7 +3,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CollectionDep, DatabaseDep, OrjsonRoute
-from api.models.collections import CollectionCreate, CollectionList, CollectionOut, Deleted
+from api.models.collections import (
+    CollectionCreate,
+    CollectionList,
+    CollectionOut,
+    CollectionPatch,
+    Deleted,
+)
 from server.collection import Collection
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=OrjsonRoute)
@@ -22,6 +28,8 @@ def _out(collection: Collection) -> CollectionOut:
         tenants=info.tenants,
         index=config.index.to_dict(),
         curator=info.curator,
+        graphs=info.graphs,
+        indexing=info.indexing,
     )
 
 
@@ -39,6 +47,15 @@ def list_collections(database: DatabaseDep) -> CollectionList:
 
 @router.get("/{collection}", summary="Describe a collection")
 def get_collection(collection: CollectionDep) -> CollectionOut:
+    return _out(collection)
+
+
+@router.patch("/{collection}", summary="Add typed fields to a collection's schema")
+def patch_collection(
+    body: CollectionPatch, collection: CollectionDep, database: DatabaseDep
+) -> CollectionOut:
+    if body.schema_:
+        database.extend_schema(collection.name, dict(body.schema_))
     return _out(collection)
 
 
