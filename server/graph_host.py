@@ -364,15 +364,20 @@ class GraphHost:
         if unpersisted and self._directory is not None:
             return  # a graph awaiting its first snapshot would be rebuilt anyway; keep simple
         upto = min(live) if live else collection.applied_seq
-        if upto - collection.trimmed_seq < _TRIM_EVERY:
+        if upto - 1 - collection.trimmed_seq < _TRIM_EVERY:
             return
+        # The record `upto` itself stays: the newest record is never deleted, so a restart
+        # always finds the sequence counter (snapshots say which records they hold).
         cid = collection.config.cid
         batch = Batch()
-        batch.delete_range(keys.CF_OPLOG, keys.oplog_key(cid, 0), keys.oplog_key(cid, upto + 1))
+        batch.delete_range(keys.CF_OPLOG, keys.oplog_key(cid, 0), keys.oplog_key(cid, upto))
         collection.store.write(batch)
-        collection.trimmed_seq = upto
+        collection.trimmed_seq = upto - 1
 
     # -- figures -------------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        return sum(graph.memory_bytes() for graph in list(self.graphs.values()))
 
     def state(self) -> dict[str, int | float | bool]:
         shared = self.graphs.get(SHARED)
@@ -383,5 +388,5 @@ class GraphHost:
             "tenant_graphs": len(tenant_graphs),
             "pending": sum(len(g.pending) for g in self.graphs.values()),
             "building": bool(self._building),
-            "memory_bytes": sum(g.memory_bytes() for g in self.graphs.values()),
+            "memory_bytes": self.memory_bytes(),
         }

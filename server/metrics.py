@@ -226,7 +226,8 @@ class DatabaseCollector:
         memory = GaugeMetricFamily(
             "shoal_index_memory_bytes",
             "In-memory index bytes by collection and index "
-            "(vectors: the vector arena; curator: the Curator index beyond it).",
+            "(vectors: the vector arena; curator: the Curator index beyond it; graphs: HNSW "
+            "graphs; attributes: the attribute index).",
             labels=["collection", "index"],
         )
         trained = GaugeMetricFamily(
@@ -247,6 +248,8 @@ class DatabaseCollector:
                 memory.add_metric([name, "vectors"], collection.arena.memory_bytes)
                 if curator is not None:
                     memory.add_metric([name, "curator"], curator.memory_bytes())
+                memory.add_metric([name, "graphs"], collection.graphs.memory_bytes())
+                memory.add_metric([name, "attributes"], collection.attributes.memory_bytes())
                 trained.add_metric([name], 0.0 if curator is None else 1.0)
         yield from (points, tenants, memory, trained)
 
