@@ -232,11 +232,12 @@ class AttributeIndex:
 
     def memory_bytes(self) -> int:
         total = 0
-        for column in self.numbers.values():
+        # Copies of the dicts: a schema extension may add values while a scrape reads them.
+        for column in list(self.numbers.values()):
             total += column.values.nbytes + column._run_values.nbytes + column._run_labels.nbytes
             total += _bitmap_bytes(column.present)
-        for keyword in self.keywords.values():
-            total += sum(_bitmap_bytes(b) for b in keyword.bitmaps.values())
+        for keyword in list(self.keywords.values()):
+            total += sum(_bitmap_bytes(b) for b in list(keyword.bitmaps.values()))
         return total
 
 

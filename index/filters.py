@@ -28,6 +28,7 @@ from index.attributes import NUMERIC_TYPES, AttributeIndex, FieldType, datetime_
 MAX_DEPTH = 16
 MAX_TERMS = 1024
 MAX_LIST = 10_000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 _FIELD_OPERATORS = ("$eq", "$ne", *_COMPARISONS, "$in", "$nin", "$exists", "$all", "$not")
@@ -126,6 +127,8 @@ class _Compiler:
         return terms[0] if len(terms) == 1 else And(tuple(terms))
 
     def field(self, name: str, clause: Any, path: str, depth: int) -> Node:
+        if depth > MAX_DEPTH + 1:  # a field sits one level below its filter object
+            raise FilterError(path, f"filters nest at most {MAX_DEPTH} levels deep")
         field_type = self.schema.get(name)
         if field_type is None:
             raise FilterError(
@@ -211,6 +214,11 @@ class _Compiler:
             raise FilterError(path, f"expected a number: the field is {field_type}")
         if isinstance(value, float) and not math.isfinite(value):
             raise FilterError(path, "expected a finite number")
+        if field_type is FieldType.FLOAT and isinstance(value, int):
+            try:
+                return float(value)
+            except OverflowError:  # beyond float64: an infinite bound compares correctly
+                return math.inf if value > 0 else -math.inf
         return value
 
 
@@ -250,9 +258,11 @@ def _match(node: Node, index: AttributeIndex) -> BitMap:
                 node.high_inclusive,
             )
             if integer:
-                low, high, low_in, high_in = _integer_bounds(low, high, low_in, high_in)
-                if low is not None and high is not None and low > high:
+                bounds = _integer_bounds(low, high, low_in, high_in)
+                if bounds is None:
                     return BitMap()
+                low, high = bounds
+                low_in = high_in = True
             return column.between(low, high, low_in, high_in)
         assert isinstance(node, Equal)
         hits = [
@@ -278,18 +288,21 @@ def _as_integer(value: float) -> int | None:
 
 def _integer_bounds(
     low: float | None, high: float | None, low_inclusive: bool, high_inclusive: bool
-) -> tuple[int | None, int | None, bool, bool]:
-    """Inclusive integer bounds for an integer column, so the comparison stays in int64 (a
-    float bound would turn the column into float64 and lose precision past 2**53)."""
+) -> tuple[int | None, int | None] | None:
+    """Inclusive int64 bounds for an integer column, so the comparison stays in int64 (a
+    float bound would turn the column into float64 and lose precision past 2**53); None
+    when no int64 can satisfy them."""
     int_low = int_high = None
     if low is not None:
         int_low = math.ceil(low) if low_inclusive else math.floor(low) + 1
+        if int_low > _INT64_MAX:
+            return None
+        int_low = max(int_low, _INT64_MIN)
     if high is not None:
         int_high = math.floor(high) if high_inclusive else math.ceil(high) - 1
-    return _clamp(int_low), _clamp(int_high), True, True
-
-
-def _clamp(value: int | None) -> int | None:
-    if value is None:
+        if int_high < _INT64_MIN:
+            return None
+        int_high = min(int_high, _INT64_MAX)
+    if int_low is not None and int_high is not None and int_low > int_high:
         return None
-    return max(-(2**63), min(2**63 - 1, value))
+    return int_low, int_high

@@ -182,7 +182,8 @@ class HnswGraph:
     # -- persistence ----------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        with self._gate.writing():  # no reader may change ef while pickling
+        """The graph pickled; searches go on meanwhile (they only read), writes wait."""
+        with self._gate.reading(self._index.ef, self._index.set_ef):
             state = (_FORMAT, self.dim, str(self.metric), self.params, self._index)
             return pickle.dumps(
                 (state, self.members.serialize(), self.tombstones.serialize()),

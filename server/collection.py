@@ -398,7 +398,7 @@ class Collection:
             if len(doomed) > self.limits.max_delete_points:
                 raise TooLarge(
                     f"filter: it matches {len(doomed)} points; one request deletes at most "
-                    f"{self.limits.max_delete_points} (narrow the filter or repeat)"
+                    f"{self.limits.max_delete_points}; narrow the filter"
                 )
             batch = Batch()
             for label in doomed:

@@ -140,14 +140,26 @@ class GraphHost:
                     )
                     continue
                 seq, payload, pending = snapshot
-                if oplog and seq < oplog[0][0] - 1:
+                newest = oplog[-1][0] if oplog else 0
+                if (oplog and seq < oplog[0][0] - 1) or seq > newest:
+                    # Records it lacks were trimmed, or it is newer than the store (restored
+                    # from another moment): replay cannot bridge either gap.
                     log.warning(
-                        "collection %s: graph %s predates the oplog; rebuilding",
+                        "collection %s: graph %s at seq %d does not match the oplog (%s); "
+                        "rebuilding",
                         collection.name,
                         key,
+                        seq,
+                        f"{oplog[0][0]}..{newest}" if oplog else "empty",
                     )
                     continue
-                graph = HnswGraph.from_bytes(payload)
+                try:
+                    graph = HnswGraph.from_bytes(payload)
+                except Exception:  # another format or dimension: an upgrade, a stray file
+                    log.warning(
+                        "collection %s: graph file %s unreadable; rebuilding", collection.name, path
+                    )
+                    continue
                 graph.pending = pending
                 for record_seq, vector_labels, reader_labels in oplog:
                     if record_seq > seq:
@@ -349,9 +361,12 @@ class GraphHost:
             if graph is None:
                 return
             seq = collection.applied_seq
-            payload = graph.to_bytes()
             pending = BitMap(graph.pending)
-        graph_files.save(self._path(key), seq, payload, pending)
+        # Outside the lock: only this thread changes a graph's contents, so they are those of
+        # `seq` minus `pending` until it applies more. The store is synced first, so a
+        # snapshot never holds a write that a power loss could still take back.
+        collection.store.sync()
+        graph_files.save(self._path(key), seq, graph.to_bytes(), pending)
         self._snapshot_seq[key] = seq
         self._applied_since_snapshot[key] = 0
         self._trim()

@@ -106,7 +106,8 @@ class Metrics(Observer):
         )
         self.queries_total = Counter(
             "shoal_queries",
-            "Query vectors answered, by collection and plan strategy (admin queries: exact).",
+            "Query vectors answered, by collection and plan strategy (`fallback`: an "
+            "approximate plan came back short and an exact scan answered).",
             ["collection", "strategy"],
             registry=registry,
         )

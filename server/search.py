@@ -156,7 +156,13 @@ def run_queries(
             )
         )
     elapsed = time.perf_counter() - started
-    collection.observer.queries(collection.name, plan.strategy, elapsed, len(runs))
+    observer = collection.observer
+    share = elapsed / len(runs)
+    if len(fallbacks) < len(runs):
+        answered = len(runs) - len(fallbacks)
+        observer.queries(collection.name, plan.strategy, share * answered, answered)
+    if fallbacks:
+        observer.queries(collection.name, "fallback", share * len(fallbacks), len(fallbacks))
     return results
 
 
