@@ -29,7 +29,7 @@ import argparse
 import contextlib
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,7 @@ class Point:
     system: str
     config: str
     clients: list[int]
+    load: str  # the load side: wrk or httpx for Shoal, psycopg threads for pgvector
     recall: float = float("nan")
     short: int = 0
     foreign: int = 0
@@ -119,7 +120,7 @@ def _row(point: Point, clients: int) -> list[str]:
         return f"{median(values):,.0f}" if values else "-"
 
     return [
-        point.workload, point.system, point.config, str(clients),
+        point.workload, point.system, point.config, point.load, str(clients),
         f"{median([r.qps for r in runs]):,.0f}",
         f"{median([r.p50_ms for r in runs]):.2f}",
         f"{median([r.p99_ms for r in runs]):.2f}",
@@ -130,12 +131,13 @@ def _row(point: Point, clients: int) -> list[str]:
 
 
 HEADERS = [
-    "workload", "system", "config", "clients", "QPS", "p50 ms", "p99 ms", "recall@10",
+    "workload", "system", "config", "load side", "clients", "QPS", "p50 ms", "p99 ms", "recall@10",
     "short", "index plans", "in-server ms", "server CPU us/q", "load CPU us/q", "errors",
 ]  # fmt: skip
 
 
-def _plot(points: list[Point], workload: str, path: Path, runs: int) -> None:
+def _plot(points: list[Point], workload: str, path: Path, runs: int, load: str) -> None:
+    """QPS against recall@10 at 1 and 4 clients; Shoal's points as measured with `load`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,6 +148,8 @@ def _plot(points: list[Point], workload: str, path: Path, runs: int) -> None:
     for ax, clients in zip(axes, (1, 4), strict=True):
         for p in points:
             if p.workload != workload or p.skipped or clients not in p.runs:
+                continue
+            if p.system == "shoal" and p.load != load:
                 continue
             qps = median([r.qps for r in p.runs[clients]])
             ax.scatter(p.recall, qps, color=colors[p.system], s=40)
@@ -161,13 +165,13 @@ def _plot(points: list[Point], workload: str, path: Path, runs: int) -> None:
     plt.close(fig)
 
 
-def _profile(server: Server, requests: list[Request], args: argparse.Namespace) -> str:
+def _profile(server: Server, requests: list[Request], args: argparse.Namespace, load: str) -> str:
     out = args.out_dir / "serving-profile.txt"
     with Profiler(server.pid, out, PROFILE_RATE):
-        result = loadgen.run(args.load, server.url, requests, 4, args.profile_s, server.pid)
+        result = loadgen.run(load, server.url, requests, 4, args.profile_s, server.pid)
     header = (
-        f"py-spy record --threads (all active threads, idle excluded) at {PROFILE_RATE} Hz on "
-        f"the server, {args.load} at 4 clients, tenant workload, default config: "
+        f"py-spy record --gil (the thread holding the GIL) at {PROFILE_RATE} Hz on the "
+        f"server, {load} at 4 clients, tenant workload, default config: "
         f"{result.qps:,.0f} QPS while sampled, server CPU "
         f"{result.cpu_us_per_request('server'):,.0f} us/query; raw stacks in {out}"
     )
@@ -186,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-clients", default="1,4", help="pgvector client threads")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per timed point")
     parser.add_argument(
-        "--load", choices=loadgen.LOADS, default="wrk" if loadgen.wrk_available() else "httpx"
+        "--load",
+        default="wrk" if loadgen.wrk_available() else "httpx",
+        help="Shoal's load side: wrk, httpx, or both (httpx,wrk) to compare them",
     )
     parser.add_argument("--workloads", default=",".join(debian_queries.WORKLOADS))
     parser.add_argument("--systems", default="shoal,pgvector")
@@ -206,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # children too; the harness pins itself below
     threadpool_limits(1)
     systems = args.systems.split(",")
+    loads = args.load.split(",")
+    if unknown := set(loads) - set(loadgen.LOADS):
+        parser.error(f"--load: unknown {sorted(unknown)}; use {', '.join(loadgen.LOADS)}")
     shoal_clients = [int(c) for c in args.clients.split(",")]
     pg_clients = [int(c) for c in args.pg_clients.split(",")]
 
@@ -232,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
             report["shoal_load_s"] = seconds
             for w, qs in queries.items():
                 for config in shoal_side.CONFIGS:
-                    p = Point(w, "shoal", config, shoal_clients)
+                    p = Point(w, "shoal", config, shoal_clients, loads[0])
                     p.shoal_requests = shoal_side.requests(data, qs, config, K)
                     _shoal_verify(server.url, data, p, qs)
                     if p.skipped:
                         print(f"shoal {config} {w}: SKIPPED, {p.skipped}")
-                    points.append(p)
+                    points += [p] + [replace(p, load=load, runs={}) for load in loads[1:]]
         if "pgvector" in systems:
             (tmp / "pg").mkdir()
             pg = Postgres(tmp / "pg").start()
@@ -248,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             for w, qs in queries.items():
                 vectors = np.stack([data.vectors[q.row] for q in qs])
                 for config in PG_CONFIGS:
-                    p = Point(w, "pgvector", config, pg_clients)
+                    p = Point(w, "pgvector", config, pg_clients, "psycopg")
                     answers, hnsw = pg.answers(config, qs, vectors, K)
                     _score(p, data, qs, answers)
                     p.plans = f"hnsw {hnsw}/{len(qs)}"
@@ -264,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         if p.system == "shoal":
                             assert server is not None
-                            r = loadgen.run(args.load, server.url, p.shoal_requests, clients,
+                            r = loadgen.run(p.load, server.url, p.shoal_requests, clients,
                                             args.duration, server.pid)  # fmt: skip
                         else:
                             assert pg is not None
@@ -275,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = [_row(p, c) for p in points if not p.skipped for c in p.clients]
         print(f"\nServing top-{K} over loopback, medians of {args.runs} run(s) of "
-              f"{args.duration:g} s per point; Shoal load side: {args.load}")  # fmt: skip
+              f"{args.duration:g} s per point")  # fmt: skip
         print(table(HEADERS, rows))
         for p in points:
             if p.skipped:
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for w in queries:
             path = args.out_dir / f"serving-{w.replace('+', '-')}.png"
-            _plot(points, w, path, args.runs)
+            _plot(points, w, path, args.runs, loads[0])
             print(f"plot: {path}")
         if args.profile and server is not None:
             p = next(
@@ -293,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 for p in points
                 if (p.system, p.config, p.workload) == ("shoal", "default", "tenant")
             )
-            summary = _profile(server, p.shoal_requests, args)
+            summary = _profile(server, p.shoal_requests, args, loads[0])
             print("\n" + summary)
             report["profile"] = summary
     out = args.out_dir / "serving.json"
