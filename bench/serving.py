@@ -136,37 +136,55 @@ HEADERS = [
 ]  # fmt: skip
 
 
-def _plot(points: list[Point], workload: str, path: Path, runs: int, load: str) -> None:
-    """QPS against recall@10 at 1 and 4 clients; Shoal's points as measured with `load`."""
+MARKERS = {"default": "o", "exact": "s", "hnsw_ef40": "^", "hnsw_ef200": "v", "hnsw_iterative": "D"}
+
+
+def plot(points: list[dict], workload: str, path: Path, title: str, load: str) -> None:
+    """QPS against recall@10 at 1 and 4 clients, from the JSON form of the points; Shoal's
+    points as measured with `load`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
     colors = {"shoal": "tab:blue", "pgvector": "tab:orange"}
     for ax, clients in zip(axes, (1, 4), strict=True):
         for p in points:
-            if p.workload != workload or p.skipped or clients not in p.runs:
+            runs = {int(c): rs for c, rs in p["runs"].items()}
+            if p["workload"] != workload or p["skipped"] or clients not in runs:
                 continue
-            if p.system == "shoal" and p.load != load:
+            if p["system"] == "shoal" and p["load"] != load:
                 continue
-            qps = median([r.qps for r in p.runs[clients]])
-            ax.scatter(p.recall, qps, color=colors[p.system], s=40)
-            ax.annotate(f"{p.system} {p.config}", (p.recall, qps), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+            qps = median([r["requests"] / r["seconds"] for r in runs[clients]])
+            ax.scatter(p["recall"], qps, color=colors[p["system"]], s=50,
+                       marker=MARKERS.get(p["config"], "o"),
+                       label=f"{p['system']} {p['config']}")  # fmt: skip
         ax.set_title(f"{clients} client{'s' if clients > 1 else ''}")
         ax.set_xlabel("recall@10")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("queries per second")
-    fig.suptitle(f"Debian, {workload} top-10 over loopback, 2 shared cores (median of {runs})")
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def replot(path: Path, out_dir: Path) -> int:
+    report = orjson.loads(path.read_bytes())
+    runs = report["args"]["runs"]
+    load = report["args"]["load"].split(",")[0]
+    for w in report["args"]["workloads"].split(","):
+        out = out_dir / f"serving-{w.replace('+', '-')}.png"
+        title = f"Debian, {w} top-10 over loopback, 2 shared cores (median of {runs})"
+        plot(report["points"], w, out, title, load)
+        print(f"plot: {out}")
+    return 0
+
+
 def _profile(server: Server, requests: list[Request], args: argparse.Namespace, load: str) -> str:
-    out = args.out_dir / "serving-profile.txt"
+    out = args.profile_dir / "shoal-serving-profile.txt"
     with Profiler(server.pid, out, PROFILE_RATE):
         result = loadgen.run(load, server.url, requests, 4, args.profile_s, server.pid)
     header = (
@@ -198,13 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="shoal,pgvector")
     parser.add_argument("--quick", action="store_true", help="1 run, 150 queries, 1 s points")
     parser.add_argument("--profile", action="store_true", help="py-spy on the server under load")
-    parser.add_argument("--profile-s", type=float, default=10.0)
+    parser.add_argument("--profile-s", type=float, default=10.0, help="seconds sampled")
+    parser.add_argument(
+        "--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy writes raw stacks"
+    )
     parser.add_argument(
         "--out-dir",
         type=Path,
         help="JSON, plots, profile (default docs/, or /tmp/shoal-serving with --quick)",
     )
+    parser.add_argument("--replot", type=Path, help="only redraw the plots from a serving.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        return replot(args.replot, args.out_dir or args.replot.parent)
     if args.quick:
         args.runs, args.queries, args.duration = 1, args.queries or 150, 1.0
     args.out_dir = args.out_dir or (Path("/tmp/shoal-serving") if args.quick else REPO / "docs")
@@ -294,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for w in queries:
             path = args.out_dir / f"serving-{w.replace('+', '-')}.png"
-            _plot(points, w, path, args.runs, loads[0])
+            title = f"Debian, {w} top-10 over loopback, 2 shared cores (median of {args.runs})"
+            plot(report["points"], w, path, title, loads[0])  # type: ignore[arg-type]
             print(f"plot: {path}")
         if args.profile and server is not None:
             p = next(
