@@ -167,7 +167,7 @@ QUERY_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     ),
     ("validation", "query vector -> float32, k check", ("_query_matrix", "server/validation.py")),
     ("planning/search", "search: Curator traversal or exact scan", ("index/",)),
-    ("planning/search", "hits: ids and owners", ("Collection._hit",)),
+    ("planning/search", "hits: ids and owners", ("Collection._hit", "_hits (server/search.py")),
     ("response encoding", "HitOut / QueryResponse models", ("_response (api/routes/queries.py",)),
     (
         "response encoding",
