@@ -109,6 +109,7 @@ class HnswGraph:
         self.members = BitMap()
         self.tombstones = BitMap()
         self.pending = BitMap()
+        self.touched = BitMap()  # owner's bookkeeping too: marked pending since a copy
         self._gate = _Gate()
         self._index = hnswlib.Index(space=_SPACES[self.metric], dim=dim)
         self._index.init_index(
@@ -201,6 +202,7 @@ class HnswGraph:
         graph.members = BitMap.deserialize(members)
         graph.tombstones = BitMap.deserialize(tombstones)
         graph.pending = BitMap()
+        graph.touched = BitMap()
         graph._gate = _Gate()
         graph._index = index
         return graph

@@ -11,7 +11,9 @@ from the graph's answer and scans pending candidates exactly (`server.search`), 
 always current; the planner counts pending labels into the graph's cost.
 
 Order that keeps that true: a search copies `pending` before it searches the graph, and the
-indexer removes a chunk from `pending` only after the graph holds it.
+indexer removes a chunk from `pending` only after the graph holds it. The indexer copies a
+chunk's rows under the read lock and inserts them after releasing it, so writers never wait
+for hnswlib; a label a writer marks again meanwhile (`touched`) stays pending.
 
 Graphs: the shared graph once the collection has `shared_graph_min_points`; a tenant graph
 once a tenant reads `tenant_graph_min_points` (dropped below half of that). Builds run on the
@@ -51,7 +53,7 @@ log = logging.getLogger("shoal.graphs")
 
 SHARED = "shared"
 GraphKey = str | int  # SHARED or a tenant number
-_CHUNK = 64  # labels applied per lock hold: about 50 ms of inserts at most
+_CHUNK = 32  # labels per insert: searches of that graph wait for it (about 20 ms at most)
 _BUILD_CHUNK = 2048  # rows per add_items call during a build (a stop request waits one)
 _SNAPSHOT_AFTER = 20_000  # labels applied since the last snapshot that call for a new one
 _TRIM_EVERY = 256  # oplog records: trimming is a synced write, so not after every write
@@ -117,6 +119,7 @@ class GraphHost:
         graph = self.graphs.get(key)
         if graph is not None:
             graph.pending.update(labels)
+            graph.touched.update(labels)
         changes = self._building.get(key)
         if changes is not None:
             changes.update(labels)
@@ -250,7 +253,10 @@ class GraphHost:
                 time.sleep(1.0)
 
     def _drain(self) -> None:
-        """Apply every pending label to its graph, a chunk per read-lock hold."""
+        """Apply every pending label to its graph, a chunk at a time.
+
+        The rows are copied under the read lock and inserted after it is released (writers
+        never wait for hnswlib); a label a writer touched meanwhile stays pending."""
         collection = self._collection
         for key in list(self.graphs):
             while not self._stopped.is_set():
@@ -258,17 +264,20 @@ class GraphHost:
                     graph = self.graphs.get(key)
                     if graph is None or not graph.pending:
                         break
+                    graph.touched = BitMap()
                     chunk = BitMap(itertools.islice(graph.pending, _CHUNK))
                     labels = np.asarray(chunk.to_array(), dtype=np.int64)
                     keep = np.fromiter(
                         (self._is_member(key, label) for label in labels.tolist()), bool
                     )
-                    graph.add(labels[keep], collection.arena.rows(labels[keep]))
-                    graph.remove(labels[~keep])
-                    graph.pending = graph.pending - chunk  # a new object: see the module doc
-                self._applied_since_snapshot[key] = self._applied_since_snapshot.get(key, 0) + len(
-                    chunk
-                )
+                    rows = collection.arena.rows(labels[keep])
+                graph.add(labels[keep], rows)
+                graph.remove(labels[~keep])
+                with collection.read_lock():
+                    # A new object, not an in-place update: see the module doc.
+                    graph.pending = graph.pending - (chunk - graph.touched)
+                applied = self._applied_since_snapshot.get(key, 0)
+                self._applied_since_snapshot[key] = applied + len(chunk)
 
     def _members(self, key: GraphKey) -> np.ndarray:
         """The labels graph `key` should hold now; caller holds the read lock."""
