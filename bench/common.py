@@ -146,12 +146,14 @@ class Server:
 
 
 class Profiler:
-    """`py-spy record --gil` attached to a running process: samples the thread holding the GIL."""
+    """`py-spy record` attached to a running process. With `gil` (the default) it samples only
+    the thread holding the GIL; without, every thread that is not idle (on CPU)."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 250):
+    def __init__(self, pid: int, out: Path, rate: int = 250, gil: bool = True):
         py_spy = Path(sys.executable).parent / "py-spy"
         self.out = out
-        self.args = [str(py_spy), "record", "--pid", str(pid), "--gil", "--threads"]
+        self.args = [str(py_spy), "record", "--pid", str(pid), "--threads"]
+        self.args += ["--gil"] if gil else []
         self.args += ["--rate", str(rate), "--format", "raw", "-o", str(out)]
         self.rate = rate
         self.process: subprocess.Popen[bytes] | None = None

@@ -153,3 +153,82 @@ def stages(body: bytes, repeats: int = 15) -> list[tuple[str, float]]:
                 del raw, model, inputs
         store.close()
     return [(name, float(np.median(values))) for name, values in timings.items()]
+
+
+# The query path, per frame from the innermost out: the first frame that matches a rule files
+# the sample (so a pydantic call made by the body validation counts as validation, one made by
+# the response serializer as encoding). (bucket, detail, substrings of a frame.)
+QUERY_RULES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("JSON parsing", "orjson.loads of the request body", ("_OrjsonRequest.json",)),
+    (
+        "validation",
+        "pydantic: QueryRequest from the parsed body",
+        ("request_body_to_args", "ModelField.validate", "_validate_value_with_model_field"),
+    ),
+    ("validation", "query vector -> float32, k check", ("_query_matrix", "server/validation.py")),
+    ("planning/search", "search: Curator traversal or exact scan", ("index/",)),
+    ("planning/search", "hits: ids and owners", ("Collection._hit", "_hits (server/search.py")),
+    ("response encoding", "HitOut / QueryResponse models", ("_response (api/routes/queries.py",)),
+    (
+        "response encoding",
+        "serialize_response + JSON render",
+        ("serialize_response", "serialize_json", "jsonable_encoder", "render"),
+    ),
+    (
+        "observability",
+        "metrics, access log, request id",
+        ("Observability", "server/metrics.py", "prometheus_client", "logging/", "uuid"),
+    ),
+    ("planning/search", "tenant lookup, plan, read lock", ("server/",)),
+    (
+        "framework",
+        "thread handoff: anyio worker pool, queues",
+        ("anyio/", "threading.py", "queue.py"),
+    ),
+    ("framework", "HTTP: uvicorn/httptools read + write", ("uvicorn/",)),
+    ("framework", "routing, dependencies, middleware", ("starlette/", "fastapi/", "api/")),
+]
+# Only when no rule above matches any frame: the event loop itself.
+QUERY_LOOP = ("framework", "asyncio event loop", ("asyncio/", "contextlib.py"))
+# The process skeleton, under every event loop stack: never decides a bucket.
+_SKELETON = ("uvicorn/server.py", "uvicorn/_compat.py", "server/cli.py", "<frozen runpy>")
+
+
+def classify_query(stack: str) -> tuple[str, str]:
+    frames = [f for f in stack.split(";") if not any(s in f for s in _SKELETON)]
+    for frame in reversed(frames):
+        for bucket, detail, needles in QUERY_RULES:
+            if any(needle in frame for needle in needles):
+                return bucket, detail
+    if any(n in frame for frame in frames for n in QUERY_LOOP[2]):
+        return QUERY_LOOP[0], QUERY_LOOP[1]
+    return "other", "other"
+
+
+def summarize_query(path: Path, rate: int, requests: int) -> str:
+    """Buckets of the query path: share of samples and microseconds per request."""
+    by_detail: Counter[tuple[str, str]] = Counter()
+    for stack, n in read_stacks(path).items():
+        by_detail[classify_query(stack)] += n
+    total = sum(by_detail.values())
+    if not total:
+        return "(no samples)"
+    by_bucket: Counter[str] = Counter()
+    for (bucket, _), n in by_detail.items():
+        by_bucket[bucket] += n
+    rows = []
+    for bucket, n_bucket in by_bucket.most_common():
+        rows.append(f"| **{bucket}** | | **{n_bucket / total:.1%}** | "
+                    f"**{n_bucket / rate / requests * 1e6:.0f}** |")  # fmt: skip
+        for (b, detail), n in by_detail.most_common():
+            if b == bucket:
+                rows.append(f"| | {detail} | {n / total:.1%} | {n / rate / requests * 1e6:.0f} |")
+    seconds = total / rate
+    header = [
+        f"{total} samples at {rate} Hz = {seconds:.1f} s = {seconds / requests * 1e6:.0f} us "
+        f"per request over {requests:,} requests",
+        "",
+        "| bucket | detail | share of samples | us/request |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join(header + rows)

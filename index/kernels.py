@@ -133,7 +133,9 @@ def curator_search(
     `present[n]`: the tenant has pairs at or below node n; `shortlist_offset[n] >= 0`: its
     shortlist at n is `shortlist_labels[offset : offset + length]`. Stops once `patience`
     consecutive shortlists scanned with a full heap added nothing. Returns (heap size, nodes
-    visited, shortlists scanned, distances computed).
+    visited, shortlists scanned, distances computed). A shortlist with no allowed label
+    says nothing about the query, so it does not count toward `patience` (a selective
+    filter would otherwise stop the search before it met a single match).
     """
     capacity = len(heap_distances)
     query_norm_sq = 0.0
@@ -172,7 +174,7 @@ def curator_search(
         )  # fmt: skip
         scanned += 1
         computed += count
-        if full and entered == 0:
+        if full and entered == 0 and count > 0:
             stale += 1
             if stale >= patience:
                 break

@@ -27,6 +27,7 @@ class TenantIndex:
         self.owned: dict[int, BitMap] = {}
         self.readable: dict[int, BitMap] = {}
         self.ids: dict[int, dict[str, int]] = {}
+        self.all_labels = BitMap()  # every live label, whoever owns it
         self.grants: dict[int, set[int]] = {}
         self._sorted_names: list[str] | None = None
         self._readable_arrays: dict[int, np.ndarray] = {}
@@ -64,12 +65,14 @@ class TenantIndex:
 
     def add_point(self, owner: int, point_id: str, label: int) -> None:
         self.ids[owner][point_id] = label
+        self.all_labels.add(label)
         self.owned[owner].add(label)
         self.readable[owner].add(label)
         self._readable_arrays.pop(owner, None)
 
     def remove_point(self, owner: int, point_id: str, label: int) -> None:
         del self.ids[owner][point_id]
+        self.all_labels.discard(label)
         self.owned[owner].discard(label)
         self.readable[owner].discard(label)
         self._readable_arrays.pop(owner, None)
@@ -123,3 +126,4 @@ class TenantIndex:
             expected = set(self.owned[number]) | granted.get(number, set())
             assert set(readable) == expected, f"readable set wrong for tenant {number}"
         assert sum(len(o) for o in self.owned.values()) == len(owner_of), "orphan labels"
+        assert set(self.all_labels) == set(owner_of), "all_labels differs from the live labels"

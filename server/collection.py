@@ -14,46 +14,52 @@ Readers hold the RW lock shared; it is never held across RocksDB I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from index.arena import TopK, VectorArena
+from index.arena import VectorArena
+from index.attributes import AttributeIndex, FieldType
+from index.filters import MATCH_ALL, evaluate
 from index.points import PointTable
 from index.tenants import TenantIndex, bitmap_labels
-from server import validation
+from server import search, validation
 from server.curator_host import CuratorHost
-from server.errors import Invalid, NotFound, TooLarge, Unavailable
+from server.errors import Conflict, Invalid, NotFound, NotReady, TooLarge, Unavailable
+from server.graph_host import GraphHost
 from server.metrics import Observer
 from server.model import (
     CollectionConfig,
     CollectionInfo,
     DeleteResult,
-    Hit,
     Limits,
     PointInput,
     PointView,
     PointWrite,
-    QueryPlan,
     QueryResult,
     TenantInfo,
     UpsertResult,
 )
 from server.quotas import NO_QUOTAS, NoQuotas
 from server.rwlock import RWLock
+from server.schema import index_new_fields
 from storage import keys
 from storage.commit import DurabilityLost
 from storage.records import decode_point, encode_point
 from storage.store import Batch, Store
 
 _LOAD_CHUNK = 4096
+log = logging.getLogger("shoal.collection")
 
 
 class Collection:
@@ -65,18 +71,24 @@ class Collection:
         store: Store,
         limits: Limits,
         observer: Observer | None = None,
+        graph_dir: Path | None = None,
     ):
         self.config = config
         self.limits = limits
         self._store = store
-        self._observer = observer or Observer()  # metrics: query and write counts
+        self.observer = observer or Observer()  # metrics: query and write counts
         self.arena = VectorArena(config.dim, config.metric)
         self.points = PointTable()
         self.tenants = TenantIndex()
+        self.attributes = AttributeIndex(config.schema)
+        self.indexing: set[str] = set()  # schema fields still being indexed in the background
         self._write_mutex = threading.Lock()  # serializes writers: prepare + append + apply
         self._rw = RWLock()  # readers vs. applying a committed batch
         self.dropped = False
         self.curator = CuratorHost(self)
+        self.graphs = GraphHost(self, graph_dir)
+        self.applied_seq = 0  # the last oplog record applied in memory
+        self.trimmed_seq = 0  # oplog records up to this one are deleted
 
     @property
     def name(self) -> str:
@@ -99,6 +111,8 @@ class Collection:
             vectors.append(record.vector)
             self.points.set(label, record.owner, record.point_id, record.attributes_json)
             self.tenants.add_point(record.owner, record.point_id, label)
+            if self.attributes.types:
+                self.attributes.set(label, orjson.loads(record.attributes_json))
             if len(labels) == _LOAD_CHUNK:  # bounded temporaries: the heap keeps its peak
                 self.arena.put(np.asarray(labels, dtype=np.int64), np.stack(vectors))
                 labels, vectors = [], []
@@ -109,6 +123,14 @@ class Collection:
             _, label, grantee = keys.decode_grant_key(key)
             self.tenants.grant(label, grantee)
         self.curator.load()
+        oplog = []
+        for key, value in self._store.scan(keys.CF_OPLOG, keys.u32(cid)):
+            _, seq = keys.decode_oplog_key(key)
+            oplog.append((seq, *keys.decode_oplog(value)))
+        if oplog:
+            self.applied_seq = oplog[-1][0]
+            self.trimmed_seq = oplog[0][0] - 1
+        self.graphs.load(oplog)
 
     # -- locks, for the Curator host ------------------------------------------------------
 
@@ -126,9 +148,11 @@ class Collection:
         return self._writing()
 
     def close(self) -> None:
-        """Wait for the writer in progress, then refuse new writes (shutdown)."""
+        """Wait for the writer in progress, then refuse new writes (shutdown); persist the
+        graphs that changed since their last snapshot."""
         with self._write_mutex:
             self.dropped = True
+        self.graphs.stop(persist=True)
 
     def drop(self) -> None:
         """Delete the collection's every key in one batch; later calls raise NotFound."""
@@ -142,8 +166,11 @@ class Collection:
             batch.delete_range(keys.CF_POINTS, lo, hi)
             batch.delete_range(keys.CF_GRANTS, lo, hi)
             batch.delete_range(keys.CF_META, keys.tenant_prefix(cid), keys.tenant_prefix(cid + 1))
+            batch.delete_range(keys.CF_OPLOG, keys.oplog_key(cid, 0), keys.oplog_key(cid + 1, 0))
             batch.delete_range(keys.CF_META, *keys.quota_range(cid))
             self._store.write(batch)
+        self.graphs.stop(persist=False)
+        self.graphs.remove_files()
 
     # -- write plumbing -----------------------------------------------------------------
 
@@ -154,14 +181,27 @@ class Collection:
                 raise NotFound(f"collection {self.name!r} not found")
             yield
 
-    def _commit(self, batch: Batch, apply: Callable[[], None]) -> int:
-        """Append `batch` then apply it to memory; caller holds the write mutex."""
+    def _commit(
+        self,
+        batch: Batch,
+        apply: Callable[[], None],
+        vector_labels: list[int] | None = None,
+        reader_labels: list[int] | None = None,
+    ) -> int:
+        """Append `batch` (plus its oplog record, when it changed vectors or readers) then
+        apply it to memory; caller holds the write mutex."""
+        seq = self.applied_seq
+        if vector_labels or reader_labels:
+            seq += 1
+            record = keys.encode_oplog(vector_labels or [], reader_labels or [])
+            batch.put(keys.CF_OPLOG, keys.oplog_key(self.config.cid, seq), record)
         try:
             ticket = self._store.append(batch)
         except DurabilityLost as exc:
             raise Unavailable(str(exc)) from exc
         with self._rw.write():
             apply()
+            self.applied_seq = seq
         return ticket
 
     def _acknowledge(
@@ -174,8 +214,9 @@ class Collection:
         except DurabilityLost as exc:
             raise Unavailable(str(exc)) from exc
         if operation is not None:
-            self._observer.write(self.name, operation, points)
+            self.observer.write(self.name, operation, points)
         self.curator.maybe_train()
+        self.graphs.poke()
 
     def _tenant_for_write(self, name: str, batch: Batch, new: dict[str, int]) -> int:
         """The tenant's number, creating it (record in `batch`, number in `new`) if unknown."""
@@ -242,11 +283,13 @@ class Collection:
 
             def apply() -> None:
                 self._register(new)
-                for label in (old for old in existing if old is not None):
-                    self.curator.remove(label, self._readers(label))  # its vector moves
+                before = {old: self._readers(old) for old in existing if old is not None}
+                for label, readers in before.items():
+                    self.curator.remove(label, readers)  # its vector moves
                 self.arena.put(np.asarray(labels, dtype=np.int64), matrix)
                 for write, label, old in zip(writes, labels, existing, strict=True):
                     self.points.set(label, owner, write.point_id, write.attributes_json)
+                    self.attributes.set(label, write.attributes)
                     if old is None:
                         self.tenants.add_point(owner, write.point_id, label)
                 for label, added, removed in grant_changes:
@@ -254,10 +297,15 @@ class Collection:
                         self.tenants.grant(label, grantee)
                     for grantee in removed:
                         self.tenants.revoke(label, grantee)
-                self.curator.add(labels, [self._readers(label) for label in labels])
+                after = [self._readers(label) for label in labels]
+                self.curator.add(labels, after)
+                self.graphs.vectors_changed(
+                    labels,
+                    [[*before.get(lb, ()), *now] for lb, now in zip(labels, after, strict=True)],
+                )
 
             try:
-                ticket = self._commit(batch, apply)
+                ticket = self._commit(batch, apply, labels)
             except BaseException:
                 self.arena.release(fresh)
                 raise
@@ -312,7 +360,12 @@ class Collection:
             batch = Batch()
             record = encode_point(owner, point_id, vector, encoded)
             batch.put(keys.CF_POINTS, keys.point_key(self.config.cid, label), record)
-            ticket = self._commit(batch, lambda: self.points.set_attributes(label, encoded))
+
+            def apply() -> None:
+                self.points.set_attributes(label, encoded)
+                self.attributes.set(label, merged)
+
+            ticket = self._commit(batch, apply)
         self._acknowledge(ticket, "patch")
         return PointView(point_id, tenant, merged, shared_with=self._grantee_names(label))
 
@@ -336,9 +389,35 @@ class Collection:
                 for pid, label in found.items():
                     self._forget_point(owner, pid, label)
 
-            ticket = self._commit(batch, apply)
+            ticket = self._commit(batch, apply, list(found.values()))
         self._acknowledge(ticket, "delete")
         return DeleteResult(deleted=len(found), not_found=missing)
+
+    def delete_matching(self, tenant: str, raw_filter: Any) -> int:
+        """Delete the tenant's own points that match the filter; returns how many."""
+        node = search.compile_query_filter(raw_filter, self)
+        with self._writing():
+            owner = self._tenant_number(tenant)
+            self._check_filterable(node)
+            matching = evaluate(node, self.attributes, self.tenants.owned[owner])
+            doomed = bitmap_labels(matching).tolist()
+            if len(doomed) > self.limits.max_delete_points:
+                raise TooLarge(
+                    f"filter: it matches {len(doomed)} points; one request deletes at most "
+                    f"{self.limits.max_delete_points}; narrow the filter"
+                )
+            batch = Batch()
+            for label in doomed:
+                self._delete_point_keys(batch, label)
+            pairs = [(self.points.point_id(label), label) for label in doomed]
+
+            def apply() -> None:
+                for pid, label in pairs:
+                    self._forget_point(owner, pid, label)
+
+            ticket = self._commit(batch, apply, doomed)
+        self._acknowledge(ticket, "delete")
+        return len(doomed)
 
     def _delete_point_keys(self, batch: Batch, label: int) -> None:
         cid = self.config.cid
@@ -350,7 +429,10 @@ class Collection:
         return [self.points.owner(label), *self.tenants.grantees(label)]
 
     def _forget_point(self, owner: int, point_id: str, label: int) -> None:
-        self.curator.remove(label, self._readers(label))
+        readers = self._readers(label)
+        self.curator.remove(label, readers)
+        self.graphs.vectors_changed([label], [readers])
+        self.attributes.remove(label)
         self.tenants.remove_point(owner, point_id, label)
         self.points.clear(label)
         self.arena.remove(np.asarray([label]))
@@ -371,8 +453,9 @@ class Collection:
                     self._register(new)
                     self.tenants.grant(label, number)
                     self.curator.grant(label, number)
+                    self.graphs.readers_changed(label, number)
 
-                ticket = self._commit(batch, apply)
+                ticket = self._commit(batch, apply, reader_labels=[label])
             else:
                 ticket = 0
         self._acknowledge(ticket, "grant")
@@ -390,8 +473,9 @@ class Collection:
             def apply() -> None:
                 self.tenants.revoke(label, number)
                 self.curator.revoke(label, number)
+                self.graphs.readers_changed(label, number)
 
-            ticket = self._commit(batch, apply)
+            ticket = self._commit(batch, apply, reader_labels=[label])
         self._acknowledge(ticket, "revoke")
         return self._view(label, with_vector=False, for_owner=True)
 
@@ -415,9 +499,10 @@ class Collection:
                 for label in granted:
                     self.tenants.revoke(label, number)
                     self.curator.revoke(label, number)
+                self.graphs.tenant_deleted(number)
                 self.tenants.unregister(number)
 
-            ticket = self._commit(batch, apply)
+            ticket = self._commit(batch, apply, list(owned.values()), list(granted))
         self._acknowledge(ticket, "delete_tenant")
         return len(owned)
 
@@ -462,14 +547,25 @@ class Collection:
             return self._view(label, with_vector, for_owner=owner_number == reader)
 
     def scroll(
-        self, tenant: str, cursor: str | None, limit: int, with_vector: bool
+        self,
+        tenant: str,
+        cursor: str | None,
+        limit: int,
+        with_vector: bool,
+        raw_filter: Any = None,
     ) -> tuple[list[PointView], str | None]:
-        """Points the tenant can read, in label order; `cursor` is the previous page's last."""
+        """Points the tenant can read (matching the filter), in label order; `cursor` is
+        where the previous page stopped."""
         start = _parse_cursor(cursor)
+        node = search.compile_query_filter(raw_filter, self)
         with self._rw.read():
             reader = self._tenant_number(tenant)
+            self._check_filterable(node)
             readable = self.tenants.readable[reader]
-            page = list(itertools.islice(readable.iter_equal_or_larger(start), limit + 1))
+            if start:
+                readable = readable - BitMap(range(start))  # cheap: a range is run-encoded
+            matching = evaluate(node, self.attributes, readable)
+            page = list(itertools.islice(matching, limit + 1))
             more = len(page) > limit
             page = page[:limit]
             views = [
@@ -478,9 +574,13 @@ class Collection:
         next_cursor = str(page[-1] + 1) if more and page else None
         return views, next_cursor
 
-    def count(self, tenant: str) -> int:
+    def count(self, tenant: str, raw_filter: Any = None) -> int:
+        """Exact: the size of a bitmap, never an estimate."""
+        node = search.compile_query_filter(raw_filter, self)
         with self._rw.read():
-            return len(self.tenants.readable[self._tenant_number(tenant)])
+            readable = self.tenants.readable[self._tenant_number(tenant)]
+            self._check_filterable(node)
+            return len(evaluate(node, self.attributes, readable))
 
     def query(
         self,
@@ -492,43 +592,36 @@ class Collection:
         vector_paths: list[str] | None = None,
         exact: bool = False,
         ef: int | None = None,
+        raw_filter: Any = None,
+        strategy: str | None = None,
+        filter_path: str = "filter",
     ) -> list[QueryResult]:
-        """Top-k among the points `tenant` can read, one result per query vector.
-
-        Tenants that can read at least `curator_min_tenant_points` go through the Curator
-        index once it is trained (unless `exact`); smaller ones are scanned exactly.
-        `vector_paths` names each query vector in errors (default: `vector`).
-        """
+        """Top-k among the points `tenant` can read that match the filter, one result per
+        query vector; the planner picks the index (`strategy` forces one, `exact` the scan).
+        `vector_paths` names each query vector in errors (default: `vector`)."""
         started = time.perf_counter()
         matrix = self._query_matrix(queries, k, vector_paths)
+        node = search.compile_query_filter(raw_filter, self, filter_path)
+        filtering = time.perf_counter()
         with self._rw.read():
             number = self._tenant_number(tenant)
-            labels = self.tenants.readable_array(number)
-            curator = self.curator.curator
-            settings = self.config.index
-            if exact or curator is None or len(labels) < settings.curator_min_tenant_points:
-                return self._exact(matrix, labels, k, include_attributes, include_vector, started)
-            results = []
-            for query in matrix:
-                searching = time.perf_counter()
-                top, stats = curator.search(
-                    query, number, k, ef or settings.ef, patience=settings.patience
-                )
-                fetching = time.perf_counter()
-                hits = self._hits(top, include_attributes, include_vector)
-                timings = _timings(started, searching, fetching)
-                plan = QueryPlan(
-                    "curator",
-                    len(labels),
-                    timings,
-                    stats.nodes_visited,
-                    stats.shortlists_scanned,
-                    stats.distances_computed,
-                )
-                results.append(QueryResult(hits, plan))
-                self._observer.queries(self.name, "curator", time.perf_counter() - started, 1)
-                started = time.perf_counter()
-            return results
+            self._check_filterable(node)
+            readable = self.tenants.readable[number]
+            labels = self.tenants.readable_array(number) if node == MATCH_ALL else None
+            scope = search.Scope(readable, len(readable), number, labels)
+            scope = search.filtered(scope, node, self)
+            return search.run_queries(
+                self,
+                matrix,
+                k,
+                scope,
+                ef,
+                "exact" if exact else strategy,
+                started,
+                filtering,
+                include_attributes,
+                include_vector,
+            )
 
     def admin_query(
         self,
@@ -537,18 +630,38 @@ class Collection:
         tenants: list[str] | None = None,
         include_attributes: bool = True,
         include_vector: bool = False,
+        exact: bool = False,
+        ef: int | None = None,
+        raw_filter: Any = None,
+        strategy: str | None = None,
     ) -> list[QueryResult]:
-        """Across every point, or the points readable by any of `tenants` (exact)."""
+        """Across every point, or the points readable by any of `tenants`."""
         started = time.perf_counter()
         matrix = self._query_matrix(queries, k, None)
+        node = search.compile_query_filter(raw_filter, self)
+        filtering = time.perf_counter()
         with self._rw.read():
+            self._check_filterable(node)
             if tenants is None:
-                labels = self.arena.live_labels()
+                everything = self.tenants.all_labels
+                scope = search.Scope(everything, len(everything), None)
             else:
                 numbers = [self._tenant_number(t) for t in tenants]
                 union = BitMap.union(BitMap(), *(self.tenants.readable[n] for n in numbers))
-                labels = bitmap_labels(union)
-            return self._exact(matrix, labels, k, include_attributes, include_vector, started)
+                scope = search.Scope(union, len(union), None)
+            scope = search.filtered(scope, node, self)
+            return search.run_queries(
+                self,
+                matrix,
+                k,
+                scope,
+                ef,
+                "exact" if exact else strategy,
+                started,
+                filtering,
+                include_attributes,
+                include_vector,
+            )
 
     def _query_matrix(self, queries: list[Any], k: int, paths: list[str] | None) -> np.ndarray:
         validation.top_k(k)
@@ -559,40 +672,54 @@ class Collection:
             (lambda i: paths[i]) if paths else (lambda i: "vector"),
         )
 
-    def _exact(
-        self,
-        matrix: np.ndarray,
-        labels: np.ndarray,
-        k: int,
-        include_attributes: bool,
-        include_vector: bool,
-        started: float,
-    ) -> list[QueryResult]:
-        searching = time.perf_counter()
-        found = self.arena.search(matrix, labels, k)
-        fetching = time.perf_counter()
-        hits = [self._hits(top, include_attributes, include_vector) for top in found]
-        timings = _timings(started, searching, fetching)
-        self._observer.queries(self.name, "exact", time.perf_counter() - started, len(matrix))
-        return [
-            QueryResult(h, QueryPlan("exact", len(labels), timings, 0, 0, len(labels)))
-            for h in hits
-        ]
+    def _check_filterable(self, node: Any) -> None:
+        if self.indexing and node != MATCH_ALL:
+            fields = search.filter_fields(node) & self.indexing
+            if fields:
+                raise NotReady(
+                    f"filter: field {sorted(fields)[0]!r} is still being indexed; retry shortly"
+                )
 
-    def _hits(self, top: TopK, include_attributes: bool, include_vector: bool) -> list[Hit]:
-        return [
-            self._hit(label, distance, include_attributes, include_vector)
-            for label, distance in zip(top.labels.tolist(), top.distances.tolist(), strict=True)
-        ]
+    # -- schema ---------------------------------------------------------------------------
 
-    def _hit(self, label: int, distance: float, attributes: bool, vector: bool) -> Hit:
-        return Hit(
-            point_id=self.points.point_id(label),
-            owner=self.tenants.name_of[self.points.owner(label)],
-            distance=distance,
-            attributes=orjson.loads(self.points.attributes_json(label)) if attributes else None,
-            vector=self.arena.vector(label) if vector else None,
+    def extend_schema(self, fields: dict[str, FieldType]) -> CollectionConfig:
+        """Declare more typed fields. A declared field keeps its type (409 otherwise). The
+        points already stored are indexed for the new fields in the background; until that
+        is done a filter on them answers 503 (`indexing` in the collection info)."""
+        with self._writing():
+            for name, field_type in fields.items():
+                current = self.config.schema.get(name)
+                if current is not None and current != field_type:
+                    raise Conflict(
+                        f"schema.{name}: declared as {current}; a field's type cannot change"
+                    )
+            added = {n: t for n, t in fields.items() if n not in self.config.schema}
+            if not added:
+                return self.config
+            config = dataclasses.replace(self.config, schema={**self.config.schema, **added})
+            batch = Batch()
+            batch.put(keys.CF_META, keys.collection_key(self.name), config.to_json())
+
+            def apply() -> None:
+                self.config = config
+                for name, field_type in added.items():
+                    self.attributes.add_field(name, field_type)
+                self.indexing |= set(added)
+
+            ticket = self._commit(batch, apply)
+            labels = bitmap_labels(self.tenants.all_labels)
+        self._acknowledge(ticket)
+        worker = threading.Thread(
+            target=index_new_fields, args=(self, added, labels), name="schema-index", daemon=True
         )
+        worker.start()
+        return config
+
+    def wait_indexed(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.indexing and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.indexing
 
     def tenant_info(self, tenant: str) -> TenantInfo:
         with self._rw.read():
@@ -621,7 +748,14 @@ class Collection:
                     "memory_bytes": curator.memory_bytes(),
                     "drift": round(curator.drift(), 4),
                 }
-            return CollectionInfo(self.config, self.arena.count, len(self.tenants.number_of), state)
+            return CollectionInfo(
+                self.config,
+                self.arena.count,
+                len(self.tenants.number_of),
+                state,
+                self.graphs.state(),
+                sorted(self.indexing),
+            )
 
     def check_invariants(self) -> None:
         with self._rw.read():
@@ -636,14 +770,6 @@ class Collection:
                     for label in readable
                 }
                 curator.check_invariants(pairs)
-
-
-def _timings(started: float, searching: float, fetching: float) -> dict[str, float]:
-    return {
-        "validate": (searching - started) * 1e3,
-        "search": (fetching - searching) * 1e3,
-        "fetch": (time.perf_counter() - fetching) * 1e3,
-    }
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from index.arena import Metric
@@ -34,7 +35,9 @@ class Database:
     def __init__(self, settings: Settings, observer: Observer | None = None):
         self.settings = settings
         self.observer = observer or Observer()  # metrics: queries, writes, WAL syncs
-        self.limits = Limits(settings.max_batch_points, settings.max_attributes_bytes)
+        self.limits = Limits(
+            settings.max_batch_points, settings.max_attributes_bytes, settings.max_delete_points
+        )
         self.keys = KeyStore()  # tenant API keys (server/apikeys.py)
         self.authenticator = Authenticator(settings, self.keys)
         self.quotas = QuotaBook(Quotas.from_settings(settings))
@@ -74,6 +77,13 @@ class Database:
             self.recovery_seconds,
         )
         self._ready.set()
+
+    def _graph_dir(self, cid: int) -> Path:
+        """HNSW graph snapshots live beside RocksDB's files, one directory per collection."""
+        return self.settings.data_dir / "graphs" / f"c{cid}"
+
+    def extend_schema(self, name: str, fields: dict[str, Any]) -> CollectionConfig:
+        return self.collection(name).extend_schema(validation.schema(fields))
 
     @property
     def ready(self) -> bool:
@@ -171,6 +181,8 @@ class Database:
         return record, token
 
     def _collection(self, config: CollectionConfig, store: Store) -> Collection:
-        collection = Collection(config, store, self.limits, self.observer)
+        collection = Collection(
+            config, store, self.limits, self.observer, self._graph_dir(config.cid)
+        )
         collection.admission = self.quotas.admission(config.name)
         return collection

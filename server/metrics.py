@@ -106,7 +106,8 @@ class Metrics(Observer):
         )
         self.queries_total = Counter(
             "shoal_queries",
-            "Query vectors answered, by collection and plan strategy (admin queries: exact).",
+            "Query vectors answered, by collection and plan strategy (`fallback`: an "
+            "approximate plan came back short and an exact scan answered).",
             ["collection", "strategy"],
             registry=registry,
         )
@@ -226,7 +227,8 @@ class DatabaseCollector:
         memory = GaugeMetricFamily(
             "shoal_index_memory_bytes",
             "In-memory index bytes by collection and index "
-            "(vectors: the vector arena; curator: the Curator index beyond it).",
+            "(vectors: the vector arena; curator: the Curator index beyond it; graphs: HNSW "
+            "graphs; attributes: the attribute index).",
             labels=["collection", "index"],
         )
         trained = GaugeMetricFamily(
@@ -247,6 +249,8 @@ class DatabaseCollector:
                 memory.add_metric([name, "vectors"], collection.arena.memory_bytes)
                 if curator is not None:
                     memory.add_metric([name, "curator"], curator.memory_bytes())
+                memory.add_metric([name, "graphs"], collection.graphs.memory_bytes())
+                memory.add_metric([name, "attributes"], collection.attributes.memory_bytes())
                 trained.add_metric([name], 0.0 if curator is None else 1.0)
         yield from (points, tenants, memory, trained)
 

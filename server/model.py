@@ -26,6 +26,11 @@ class IndexSettings:
     ef: int = 128  # default search effort; a query's `ef` overrides it
     patience: int = 5  # consecutive non-improving shortlists before the search stops
     retrain_drift: float = 1.5  # retrain when new points sit this much farther from leaves
+    shared_graph_min_points: int = 10_000  # build the collection's HNSW graph from this size
+    tenant_graph_min_points: int = 10_000  # a tenant reading this many gets its own graph
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    graph_rebuild_tombstones: float = 0.25  # rebuild a graph once this share is deleted
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -98,12 +103,15 @@ class Hit:
 
 @dataclass(slots=True)
 class QueryPlan:
-    strategy: str  # "exact" or "curator"
-    candidates: int  # points the query may return (the tenant's readable set)
+    strategy: str  # the plan that produced the hits (`exact` after a fallback)
+    candidates: int  # points the query may return: readable set and filter, counted exactly
     timings_ms: dict[str, float]
     nodes_visited: int = 0
     shortlists_scanned: int = 0
     distances_computed: int = 0
+    estimates_us: dict[str, float] = field(default_factory=dict)  # every plan considered
+    chosen: str = ""  # the planner's choice
+    fallback: bool = False  # the chosen plan came back short and an exact scan answered
 
 
 @dataclass(slots=True)
@@ -137,6 +145,8 @@ class CollectionInfo:
     points: int
     tenants: int
     curator: dict[str, float | int | bool]
+    graphs: dict[str, float | int | bool]
+    indexing: list[str]  # schema fields still being indexed
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +163,4 @@ class PointInput:
 class Limits:
     max_batch_points: int = 1000
     max_attributes_bytes: int = 65536
+    max_delete_points: int = 100_000

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     max_batch_points: int = Field(
         1000, ge=1, description="Most points one upsert request may carry (413 above)."
     )
+    max_delete_points: int = Field(
+        100_000,
+        ge=1,
+        description="Most points one delete-by-filter request may remove (413 above).",
+    )
     max_request_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )

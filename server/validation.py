@@ -10,13 +10,13 @@ import math
 import re
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import orjson
 
 from index.arena import Metric
+from index.attributes import FieldType
 from server.errors import Invalid
 
 MAX_NAME_BYTES = 256
@@ -25,15 +25,6 @@ MAX_K = 1000
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _INT64 = (-(2**63), 2**63 - 1)
-
-
-class FieldType(StrEnum):
-    KEYWORD = "keyword"
-    INTEGER = "integer"
-    FLOAT = "float"
-    BOOLEAN = "boolean"
-    KEYWORDS = "keyword[]"
-    DATETIME = "datetime"
 
 
 def collection_name(name: str, path: str = "name") -> str:
@@ -195,7 +186,13 @@ _INDEX_BOUNDS: dict[str, tuple[float, float]] = {
     "ef": (1, 10_000),
     "patience": (1, 1_000),
     "retrain_drift": (1.0, 100.0),
+    "shared_graph_min_points": (1, 10**9),
+    "tenant_graph_min_points": (1, 10**9),
+    "hnsw_m": (4, 96),
+    "hnsw_ef_construction": (8, 2000),
+    "graph_rebuild_tombstones": (0.01, 0.9),
 }
+_FRACTIONS = ("retrain_drift", "graph_rebuild_tombstones")
 
 
 def index_settings(values: dict[str, Any], path: str = "index") -> dict[str, Any]:
@@ -207,7 +204,7 @@ def index_settings(values: dict[str, Any], path: str = "index") -> dict[str, Any
         low, high = _INDEX_BOUNDS[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise Invalid(f"{path}.{name}", "expected a number")
-        if name != "retrain_drift" and not isinstance(value, int):
+        if name not in _FRACTIONS and not isinstance(value, int):
             raise Invalid(f"{path}.{name}", "expected an integer")
         if not low <= value <= high:
             raise Invalid(f"{path}.{name}", f"must be between {low:g} and {high:g}, got {value}")

@@ -14,6 +14,7 @@ key of a collection starts with its 4-byte collection id, so one collection is o
 | `keys` | `key_id` (ASCII) | API key record (JSON: scope, role, SHA-256 of the secret, expiry) |
 | `points` | `cid + label(u64)` | point record (`storage.records`) |
 | `grants` | `cid + label(u64) + tenant_no(u32)` | empty: the point is readable by that tenant |
+| `oplog` | `cid + seq(u64)` | labels a write changed (`encode_oplog`), replayed into HNSW graphs |
 """
 
 from __future__ import annotations
@@ -39,6 +40,29 @@ TENANT_PREFIX = b"t"
 TREE_PREFIX = b"r"
 QUOTA_PREFIX = b"q"
 _QUOTA_TENANT = b"/"
+
+
+def oplog_key(cid: int, seq: int) -> bytes:
+    return _CID_LABEL.pack(cid, seq)
+
+
+def decode_oplog_key(key: bytes) -> tuple[int, int]:
+    return _CID_LABEL.unpack(key)
+
+
+def encode_oplog(vector_labels: list[int], reader_labels: list[int]) -> bytes:
+    """Labels whose vector changed (upserts, deletes), then labels whose readers changed
+    (grants, revokes), as u32 counts and little-endian u32 arrays."""
+    head = struct.pack("<II", len(vector_labels), len(reader_labels))
+    return head + struct.pack(
+        f"<{len(vector_labels) + len(reader_labels)}I", *vector_labels, *reader_labels
+    )
+
+
+def decode_oplog(value: bytes) -> tuple[list[int], list[int]]:
+    vectors, readers = struct.unpack_from("<II", value)
+    labels = list(struct.unpack_from(f"<{vectors + readers}I", value, 8))
+    return labels[:vectors], labels[vectors:]
 
 
 def u32(value: int) -> bytes:

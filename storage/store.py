@@ -87,6 +87,12 @@ class Store:
         else:
             self._commit.raise_if_failed()
 
+    def sync(self) -> None:
+        """Return once every batch appended so far is durable (at once with `os`)."""
+        with self._write_lock:
+            ticket = self._commit.next_ticket()  # covers everything appended before it
+        self.wait_durable(ticket)
+
     def write(self, batch: Batch) -> None:
         """append + wait_durable, for writes with no in-memory state to apply in between."""
         self.wait_durable(self.append(batch))

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from api.models.common import RequestModel, StrictFloat, StrictInt
 from api.models.common import absent as _absent
+from api.models.quotas import QuotasIn, QuotasOut
 
 FieldTypeName = Literal["keyword", "integer", "float", "boolean", "keyword[]", "datetime"]
 
@@ -27,6 +28,21 @@ class IndexSettingsIn(RequestModel):
     )
     retrain_drift: StrictFloat | None = Field(
         None, description="Retrain when new points sit this many times farther from leaves."
+    )
+    shared_graph_min_points: StrictInt | None = Field(
+        None, description="Build the collection's shared HNSW graph from this many points."
+    )
+    tenant_graph_min_points: StrictInt | None = Field(
+        None,
+        description="A tenant that can read this many points gets its own HNSW graph "
+        "(dropped below half of it).",
+    )
+    hnsw_m: StrictInt | None = Field(None, description="HNSW links per node (M).")
+    hnsw_ef_construction: StrictInt | None = Field(
+        None, description="HNSW build effort (ef_construction)."
+    )
+    graph_rebuild_tombstones: StrictFloat | None = Field(
+        None, description="Rebuild a graph once this share of its slots are deleted points."
     )
 
 
@@ -58,6 +74,30 @@ class CollectionOut(BaseModel):
         None,
         exclude_if=_absent,
         description="Curator state: `trained`, `pairs`, `memory_bytes`, `drift` (admin only).",
+    )
+    graphs: dict[str, float | int | bool] | None = Field(
+        None,
+        exclude_if=_absent,
+        description="HNSW state: `shared_graph`, `shared_graph_points`, `tenant_graphs`, "
+        "`pending` (labels not yet applied), `building`, `memory_bytes` (admin only).",
+    )
+    indexing: list[str] = Field(
+        description="Schema fields still being indexed (filters on them answer 503)."
+    )
+    quotas: QuotasOut | None = Field(
+        None, exclude_if=_absent, description="The collection's quotas (PATCH responses only)."
+    )
+
+
+class CollectionPatch(RequestModel):
+    schema_: dict[str, FieldTypeName] | None = Field(
+        None,
+        alias="schema",
+        description="Fields to add to the schema; declared fields keep their type. Points "
+        "already stored are indexed for them in the background.",
+    )
+    quotas: QuotasIn | None = Field(
+        None, description="Quotas of the collection (all its tenants together) to change."
     )
 
 

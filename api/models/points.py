@@ -43,7 +43,10 @@ class PatchRequest(RequestModel):
 
 
 class DeleteRequest(RequestModel):
-    ids: list[str]
+    ids: list[str] | None = Field(None, description="The tenant's point ids to delete.")
+    filter: dict[str, Any] | None = Field(
+        None, description="Delete the tenant's own points matching this filter instead."
+    )
 
 
 class DeleteResponse(BaseModel):
@@ -59,6 +62,7 @@ class ScrollRequest(RequestModel):
     limit: StrictInt = Field(100, ge=1, le=1000)
     cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
     with_vector: bool = False
+    filter: dict[str, Any] | None = Field(None, description="Only points matching it.")
 
 
 class ScrollResponse(BaseModel):
@@ -67,7 +71,7 @@ class ScrollResponse(BaseModel):
 
 
 class CountRequest(RequestModel):
-    pass
+    filter: dict[str, Any] | None = Field(None, description="Count only points matching it.")
 
 
 class CountResponse(BaseModel):

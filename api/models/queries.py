@@ -20,7 +20,18 @@ class QueryRequest(RequestModel):
         None,
         ge=1,
         le=10000,
-        description="Curator search effort (default: the collection index `ef`).",
+        description="Search effort of the Curator or HNSW plan (default: the collection "
+        "index `ef`); higher is slower and closer to exact.",
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="Attribute filter (Mongo-style, over the schema's typed fields); see "
+        "docs/api.md, Filters.",
+    )
+    strategy: Literal["exact", "curator", "tenant_hnsw", "shared_hnsw"] | None = Field(
+        None,
+        description="Force a plan instead of the planner's choice (422 when that index "
+        "cannot answer now). For diagnosis and benchmarks.",
     )
 
 
@@ -43,14 +54,28 @@ class HitOut(BaseModel):
 
 
 class PlanOut(BaseModel):
-    strategy: str = Field(description="`exact` (a scan) or `curator` (the tenant's sub-tree).")
-    candidates: int = Field(
-        description="Points the query could return (the tenant's readable set)."
+    strategy: str = Field(
+        description="The plan that produced the results: `exact`, `curator`, `tenant_hnsw` or "
+        "`shared_hnsw` (`exact` after a fallback)."
     )
-    nodes_visited: int = Field(description="Curator tree nodes visited (0 for exact).")
-    shortlists_scanned: int = Field(description="Curator shortlists scanned (0 for exact).")
-    distances_computed: int = Field(description="Vector distances computed.")
-    timings_ms: dict[str, float] = Field(description="Time per stage: validate, search, fetch.")
+    chosen: str = Field(description="The planner's choice (or the forced `strategy`).")
+    fallback: bool = Field(
+        description="The chosen plan came back with fewer than k results while k points "
+        "matched, and an exact scan of the candidates answered instead."
+    )
+    candidates: int = Field(
+        description="Points the query could return: readable by the tenant and matching the "
+        "filter, counted exactly."
+    )
+    estimates_us: dict[str, float] = Field(
+        description="Estimated cost in microseconds of every plan the planner considered."
+    )
+    nodes_visited: int = Field(description="Curator tree nodes visited (0 for other plans).")
+    shortlists_scanned: int = Field(description="Curator shortlists scanned.")
+    distances_computed: int = Field(description="Vector distances computed (graph: about ef).")
+    timings_ms: dict[str, float] = Field(
+        description="Time per stage: validate, filter, plan, search, fetch."
+    )
 
 
 class QueryResponse(BaseModel):

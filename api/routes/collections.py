@@ -4,8 +4,14 @@ from fastapi import APIRouter
 
 from api.auth import PrincipalDep
 from api.deps import CollectionDep, DatabaseDep, OrjsonRoute
-from api.models.collections import CollectionCreate, CollectionList, CollectionOut, Deleted
-from api.models.quotas import QuotasOut, QuotasPatch, QuotasResponse
+from api.models.collections import (
+    CollectionCreate,
+    CollectionList,
+    CollectionOut,
+    CollectionPatch,
+    Deleted,
+)
+from api.models.quotas import QuotasOut
 from server.auth import Principal
 from server.collection import Collection
 
@@ -22,9 +28,11 @@ def _out(collection: Collection, principal: Principal) -> CollectionOut:
         schema={name: field.value for name, field in config.schema.items()},
         created_at=config.created_at,
         index=config.index.to_dict(),
+        indexing=info.indexing,
     )
     if principal.is_admin:  # figures over every tenant: not for a tenant key
         out.points, out.tenants, out.curator = info.points, info.tenants, info.curator
+        out.graphs = info.graphs
     return out
 
 
@@ -41,9 +49,7 @@ def create_collection(
 def list_collections(database: DatabaseDep, principal: PrincipalDep) -> CollectionList:
     return CollectionList(
         collections=[
-            _out(c, principal)
-            for c in database.collections()
-            if principal.sees_collection(c.name)
+            _out(c, principal) for c in database.collections() if principal.sees_collection(c.name)
         ]
     )
 
@@ -53,12 +59,22 @@ def get_collection(collection: CollectionDep, principal: PrincipalDep) -> Collec
     return _out(collection, principal)
 
 
-@router.patch("/{collection}", summary="Admin: set (or, with `{}`, read) the collection's quotas")
+@router.patch(
+    "/{collection}",
+    summary="Admin: add typed fields to the schema, set the collection's quotas",
+)
 def patch_collection(
-    body: QuotasPatch, collection: CollectionDep, database: DatabaseDep
-) -> QuotasResponse:
-    quotas = database.quotas.set_collection(collection, body.quotas.model_dump(exclude_unset=True))
-    return QuotasResponse(quotas=QuotasOut(**quotas.to_dict()))
+    body: CollectionPatch, collection: CollectionDep, database: DatabaseDep, principal: PrincipalDep
+) -> CollectionOut:
+    if body.schema_:
+        database.extend_schema(collection.name, dict(body.schema_))
+    quotas = database.quotas.collection_quotas(collection.name)
+    if body.quotas is not None:
+        patch = body.quotas.model_dump(exclude_unset=True)
+        quotas = database.quotas.set_collection(collection, patch)
+    out = _out(collection, principal)
+    out.quotas = QuotasOut(**quotas.to_dict())
+    return out
 
 
 @router.delete("/{collection}", summary="Delete a collection and everything in it")

@@ -18,6 +18,7 @@ from api.models.points import (
     UpsertRequest,
     UpsertResponse,
 )
+from server.errors import Invalid
 from server.model import PointInput, PointView
 
 router = APIRouter(
@@ -46,11 +47,15 @@ def upsert_points(
     return UpsertResponse(created=result.created, updated=result.updated)
 
 
-@router.post("/delete", summary="Delete the tenant's points by id")
+@router.post("/delete", summary="Delete the tenant's points by id or by filter")
 def delete_points(
     body: DeleteRequest, collection: CollectionDep, tenant: TenantDep
 ) -> DeleteResponse:
-    result = collection.delete_points(tenant, body.ids)
+    if (body.ids is None) == (body.filter is None):
+        raise Invalid("ids", "give either `ids` or `filter`, not both and not neither")
+    if body.filter is not None:
+        return DeleteResponse(deleted=collection.delete_matching(tenant, body.filter), not_found=[])
+    result = collection.delete_points(tenant, body.ids or [])
     return DeleteResponse(deleted=result.deleted, not_found=result.not_found)
 
 
@@ -61,7 +66,9 @@ def delete_points(
 def scroll_points(
     body: ScrollRequest, collection: CollectionDep, tenant: TenantDep
 ) -> ScrollResponse:
-    views, next_cursor = collection.scroll(tenant, body.cursor, body.limit, body.with_vector)
+    views, next_cursor = collection.scroll(
+        tenant, body.cursor, body.limit, body.with_vector, body.filter
+    )
     return ScrollResponse(points=[point_out(v) for v in views], next_cursor=next_cursor)
 
 
@@ -69,7 +76,7 @@ def scroll_points(
 def count_points(
     collection: CollectionDep, tenant: TenantDep, body: CountRequest | None = None
 ) -> CountResponse:
-    return CountResponse(count=collection.count(tenant))
+    return CountResponse(count=collection.count(tenant, body.filter if body else None))
 
 
 @router.get(

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import APIRouter
 
 from api.deps import CollectionDep, OrjsonRoute, TenantDep
@@ -31,7 +34,10 @@ def _response(result: QueryResult, explain: bool) -> QueryResponse:
     plan = result.plan
     plan_out = PlanOut(
         strategy=plan.strategy,
+        chosen=plan.chosen,
+        fallback=plan.fallback,
         candidates=plan.candidates,
+        estimates_us=plan.estimates_us,
         nodes_visited=plan.nodes_visited,
         shortlists_scanned=plan.shortlists_scanned,
         distances_computed=plan.distances_computed,
@@ -53,6 +59,8 @@ def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> Q
         "vector" in body.include,
         exact=body.exact,
         ef=body.ef,
+        raw_filter=body.filter,
+        strategy=body.strategy,
     )
     return _response(result, body.explain)
 
@@ -64,15 +72,37 @@ def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> Q
 def query_batch(
     body: BatchQueryRequest, collection: CollectionDep, tenant: TenantDep
 ) -> BatchQueryResponse:
-    groups: dict[tuple[int, bool, bool, bool, int | None], list[int]] = {}
+    # Queries with equal options share one plan (and an exact scan, one matrix product).
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i, q in enumerate(body.queries):
-        key = (q.k, "attributes" in q.include, "vector" in q.include, q.exact, q.ef)
+        key = (
+            q.k,
+            "attributes" in q.include,
+            "vector" in q.include,
+            q.exact,
+            q.ef,
+            q.strategy,
+            orjson.dumps(q.filter, option=orjson.OPT_SORT_KEYS),
+        )
         groups.setdefault(key, []).append(i)
     responses: list[QueryResponse | None] = [None] * len(body.queries)
-    for (k, attributes, vector, exact, ef), indexes in groups.items():
+    for (k, attributes, vector, exact, ef, strategy, _), indexes in groups.items():
+        first = body.queries[indexes[0]]
         vectors = [body.queries[i].vector for i in indexes]
         paths = [f"queries[{i}].vector" for i in indexes]
-        results = collection.query(tenant, vectors, k, attributes, vector, paths, exact, ef)
+        results = collection.query(
+            tenant,
+            vectors,
+            k,
+            attributes,
+            vector,
+            paths,
+            exact,
+            ef,
+            raw_filter=first.filter,
+            strategy=strategy,
+            filter_path=f"queries[{indexes[0]}].filter",
+        )
         for i, result in zip(indexes, results, strict=True):
             responses[i] = _response(result, body.queries[i].explain)
     return BatchQueryResponse(queries=[r for r in responses if r is not None])
@@ -84,6 +114,14 @@ def query_batch(
 )
 def admin_query(body: AdminQueryRequest, collection: CollectionDep) -> QueryResponse:
     [result] = collection.admin_query(
-        [body.vector], body.k, body.tenants, "attributes" in body.include, "vector" in body.include
+        [body.vector],
+        body.k,
+        body.tenants,
+        "attributes" in body.include,
+        "vector" in body.include,
+        exact=body.exact,
+        ef=body.ef,
+        raw_filter=body.filter,
+        strategy=body.strategy,
     )
     return _response(result, body.explain)

@@ -30,6 +30,7 @@ def test_create_returns_201_with_the_collection(client: TestClient) -> None:
     body = response.json()
     assert set(body) == {
         "name", "dim", "metric", "schema", "created_at", "points", "tenants", "index", "curator",
+        "graphs", "indexing",
     }  # fmt: skip
     assert body["index"]["ef"] == 128
     assert body["curator"] == {"trained": False}

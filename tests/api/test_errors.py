@@ -459,16 +459,16 @@ def test_empty_body_is_400(unchanged: TestClient) -> None:
     [
         ("PUT", points_url(C, "alice"), {"points": [good()], "filter": {}}, "filter"),
         ("PUT", points_url(C, "alice"), {"points": [good(payload={})]}, "points[0].payload"),
-        ("POST", f"{points_url(C, 'alice')}/delete", {"ids": ["p0"], "filter": {}}, "filter"),
+        ("POST", f"{points_url(C, 'alice')}/delete", {"ids": ["p0"], "where": {}}, "where"),
         ("PATCH", point_url(C, "alice", "p0"), {"attributes": {}, "vector": [1]}, "vector"),
         ("POST", f"{point_url(C, 'alice', 'p1')}/grants", {"tenant": "x", "role": "w"}, "role"),
-        ("POST", f"{points_url(C, 'alice')}/scroll", {"filter": {}}, "filter"),
-        ("POST", f"{points_url(C, 'alice')}/count", {"filter": {}}, "filter"),
+        ("POST", f"{points_url(C, 'alice')}/scroll", {"where": {}}, "where"),
+        ("POST", f"{points_url(C, 'alice')}/count", {"filters": {}}, "filters"),
         (
             "POST",
             f"{tenant_url(C, 'alice')}/query",
-            {"vector": [1, 0, 0, 0], "filter": {}},
-            "filter",
+            {"vector": [1, 0, 0, 0], "where": {}},
+            "where",
         ),
         (
             "POST",
@@ -487,10 +487,11 @@ def test_unknown_field_is_422(
     assert "not permitted" in message
 
 
-def test_delete_by_filter_is_not_supported_yet(unchanged: TestClient) -> None:
-    response = unchanged.post(f"{points_url(C, 'alice')}/delete", json={"filter": {"kw": "a"}})
-    message = assert_error(response, 422, "invalid")
-    assert "ids" in message or "filter" in message
+def test_delete_needs_exactly_one_of_ids_and_filter(unchanged: TestClient) -> None:
+    url = f"{points_url(C, 'alice')}/delete"
+    for body in ({}, {"ids": ["p0"], "filter": {"kw": "a"}}):
+        message = assert_error(unchanged.post(url, json=body), 422, "invalid", "ids")
+        assert "either `ids` or `filter`" in message
 
 
 def test_body_of_the_wrong_json_type_is_422(unchanged: TestClient) -> None:

@@ -1,0 +1,136 @@
+"""The cost-based planner: which index answers a query, from exact counts, not guesses.
+
+Inputs (`Situation`): `k`, `ef`, the dimension, the exact number of candidates `n` (the points
+the query may return: the tenant's readable set intersected with the filter, counted on
+bitmaps), the tenant's readable-set size, and which indexes are ready. Each plan's cost is
+estimated in microseconds with constants measured by `python -m bench.calibrate`:
+
+- `exact`: scan the candidates: a gather and a dot product per row.
+- `curator`: the tenant's sub-tree, with the filter as a mask inside the traversal. Unfiltered,
+  a search computes about `curator_distances_per_ef * ef` distances; a filter of selectivity
+  `s = n / readable` keeps that many matching distances but checks `1/s` times more labels.
+- `tenant_hnsw`, `shared_hnsw`: a graph search post-filtered: fetch `k' = 2k/s` (s: the share
+  of the graph's points that are candidates) with `ef' = max(ef, k')`, plus an exact scan of
+  the candidates the graph has not caught up with yet (`pending`). Not offered once `k'`
+  passes a quarter of the graph: a scan is cheaper and certain by then.
+
+The cheapest plan wins; `exact` is always possible and is also where every approximate plan
+falls back when it comes back short (the server does that: never fewer than `k` results when
+`k` points match).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+EXACT = "exact"
+CURATOR = "curator"
+TENANT_HNSW = "tenant_hnsw"
+SHARED_HNSW = "shared_hnsw"
+STRATEGIES = (EXACT, CURATOR, TENANT_HNSW, SHARED_HNSW)
+_OVERFETCH = 2.0
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Microseconds; the defaults are the output of `python -m bench.calibrate` on the
+    2-core machines the benchmarks run on (docs/benchmarks.md, "Planner calibration")."""
+
+    exact_fixed_us: float = 25.0
+    exact_row_dim_ns: float = 0.35  # per candidate row and dimension: gather + dot
+    mask_fixed_us: float = 5.0  # the curator's filter mask
+    mask_row_ns: float = 4.0
+    curator_fixed_us: float = 20.0
+    curator_distance_dim_ns: float = 0.25
+    curator_check_ns: float = 3.0  # a label looked up in the mask
+    curator_distances_per_ef: float = 16.0
+    graph_fixed_us: float = 25.0
+    graph_ef_dim_ns: float = 3.0  # per unit of ef and dimension (about M distances each)
+    postfilter_fetch_ns: float = 60.0  # per label fetched from the graph and checked
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    size: int  # labels the graph answers with
+    pending: int  # labels changed since the graph last caught up
+
+
+@dataclass(frozen=True)
+class Situation:
+    k: int
+    ef: int
+    dim: int
+    candidates: int  # n: exact
+    readable: int  # the scope before the filter (the tenant's readable set, or all points)
+    curator: bool = False  # the Curator is trained (tenant queries only)
+    tenant_graph: GraphShape | None = None
+    shared_graph: GraphShape | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    estimates_us: dict[str, float] = field(default_factory=dict)
+    fetch: int = 0  # graph plans: labels fetched in the first round
+    ef: int = 0
+
+
+def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
+    """Every plan available for `situation`, with its estimated cost."""
+    s = situation
+    plans = {EXACT: Plan(EXACT, ef=s.ef)}
+    costs = {EXACT: model.exact_fixed_us + model.exact_row_dim_ns * s.dim * s.candidates / 1e3}
+    if s.candidates > s.k:
+        if s.curator:
+            costs[CURATOR] = _curator_cost(s, model)
+            plans[CURATOR] = Plan(CURATOR, ef=s.ef)
+        for name, graph in ((TENANT_HNSW, s.tenant_graph), (SHARED_HNSW, s.shared_graph)):
+            if graph is None or graph.size == 0:
+                continue
+            priced = _graph_cost(s, graph, model)
+            if priced is not None:
+                costs[name], fetch, ef = priced
+                plans[name] = Plan(name, fetch=fetch, ef=ef)
+    rounded = {name: round(cost, 1) for name, cost in costs.items()}
+    return {name: Plan(p.strategy, rounded, p.fetch, p.ef) for name, p in plans.items()}
+
+
+def choose(situation: Situation, model: CostModel, force: str | None = None) -> Plan:
+    """The cheapest plan, or `force` if it is available; raises KeyError if it is not."""
+    plans = estimate(situation, model)
+    if force is not None:
+        return plans[force]
+    costs = plans[EXACT].estimates_us
+    return plans[min(costs, key=lambda name: (costs[name], STRATEGIES.index(name)))]
+
+
+def _curator_cost(s: Situation, model: CostModel) -> float:
+    selectivity = s.candidates / max(1, s.readable)
+    unfiltered = model.curator_distances_per_ef * max(s.ef, s.k)
+    distances = min(s.candidates, unfiltered)
+    checks = min(s.readable, unfiltered / max(selectivity, 1e-9))
+    cost = (
+        model.curator_fixed_us
+        + model.curator_distance_dim_ns * s.dim * distances / 1e3
+        + model.curator_check_ns * checks / 1e3
+    )
+    if s.candidates < s.readable:
+        cost += model.mask_fixed_us + model.mask_row_ns * s.candidates / 1e3
+    return cost
+
+
+def _graph_cost(s: Situation, graph: GraphShape, model: CostModel) -> tuple[float, int, int] | None:
+    selectivity = min(1.0, s.candidates / graph.size)
+    fetch = s.k if selectivity >= 0.999 else math.ceil(_OVERFETCH * s.k / selectivity)
+    if fetch > graph.size / 4 and selectivity < 0.999:
+        return None
+    ef = max(s.ef, fetch)
+    pending = min(graph.pending, s.candidates)
+    cost = (
+        model.graph_fixed_us
+        + model.graph_ef_dim_ns * s.dim * ef / 1e3
+        + model.postfilter_fetch_ns * fetch / 1e3
+        + model.exact_row_dim_ns * s.dim * pending / 1e3
+    )
+    return cost, fetch, ef

@@ -1,0 +1,416 @@
+"""A collection's HNSW graphs: the shared one and those of large tenants, kept in step in the
+background, persisted with a sequence number and replayed from the oplog on restart.
+
+Why asynchronous: an hnswlib insert costs about 0.5-1 ms at 384 dimensions, which the write
+path cannot afford (a 500-point upsert would hold the write lock for a quarter second). So a
+write only marks the labels it changed as *pending* in each graph concerned (O(1) under the
+collection's write lock); one indexer thread per collection applies pending labels in small
+chunks, holding the collection's read lock (so vectors and pending sets are stable) and the
+graph's own gate. A search never trusts a graph about a pending label: it drops pending labels
+from the graph's answer and scans pending candidates exactly (`server.search`), so answers are
+always current; the planner counts pending labels into the graph's cost.
+
+Order that keeps that true: a search copies `pending` before it searches the graph, and the
+indexer removes a chunk from `pending` only after the graph holds it. The indexer copies a
+chunk's rows under the read lock and inserts them after releasing it, so writers never wait
+for hnswlib; a label a writer marks again meanwhile (`touched`) stays pending.
+
+Graphs: the shared graph once the collection has `shared_graph_min_points`; a tenant graph
+once a tenant reads `tenant_graph_min_points` (dropped below half of that). Builds run on the
+indexer thread from a copy of the rows, while writers record what changed meanwhile; the new
+graph is swapped in with those changes as its pending set. A graph whose tombstones pass
+`graph_rebuild_tombstones` is rebuilt the same way.
+
+Persistence: a snapshot is the pickled graph, its pending set and `seq`, the last oplog
+sequence number applied when it was taken (`server.graph_files`). Recovery loads it and marks
+pending every label of the oplog records after `seq`; without a usable snapshot the graph is
+rebuilt. Oplog records older than every snapshot are trimmed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pyroaring import BitMap
+
+from index.hnsw import GraphParams, HnswGraph
+from index.tenants import bitmap_labels
+from server import graph_files
+from server.errors import NotFound
+from storage import keys
+from storage.store import Batch
+
+if TYPE_CHECKING:
+    from server.collection import Collection
+
+log = logging.getLogger("shoal.graphs")
+
+SHARED = "shared"
+GraphKey = str | int  # SHARED or a tenant number
+_CHUNK = 32  # labels per insert: searches of that graph wait for it (about 20 ms at most)
+_BUILD_CHUNK = 2048  # rows per add_items call during a build (a stop request waits one)
+_SNAPSHOT_AFTER = 20_000  # labels applied since the last snapshot that call for a new one
+_TRIM_EVERY = 256  # oplog records: trimming is a synced write, so not after every write
+
+
+class GraphHost:
+    def __init__(self, collection: Collection, directory: Path | None):
+        self._collection = collection
+        self._directory = directory  # None: graphs are never persisted (tests, in-memory)
+        self.graphs: dict[GraphKey, HnswGraph] = {}
+        self._building: dict[GraphKey, BitMap] = {}  # changes recorded while a build runs
+        self._snapshot_seq: dict[GraphKey, int] = {}  # persisted snapshot -> its seq
+        self._applied_since_snapshot: dict[GraphKey, int] = {}
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self.builds = 0
+        self._tenants_checked = 0.0
+
+    @property
+    def settings(self):  # type: ignore[no-untyped-def]
+        return self._collection.config.index
+
+    def _params(self) -> GraphParams:
+        return GraphParams(self.settings.hnsw_m, self.settings.hnsw_ef_construction)
+
+    # -- what searches see -----------------------------------------------------------------
+
+    def shared(self) -> HnswGraph | None:
+        return self.graphs.get(SHARED)
+
+    def tenant(self, number: int) -> HnswGraph | None:
+        return self.graphs.get(number)
+
+    # -- keeping in step (called under the collection's write lock) -------------------------
+
+    def vectors_changed(self, labels: list[int], readers: list[list[int]]) -> None:
+        """Labels upserted or deleted; `readers` are, per label, the tenants that could read
+        it before or after the change."""
+        if not self.graphs and not self._building:
+            return
+        self._mark(SHARED, labels)
+        for label, label_readers in zip(labels, readers, strict=True):
+            for reader in label_readers:
+                self._mark(reader, (label,))
+        self._wake.set()
+
+    def readers_changed(self, label: int, tenant: int) -> None:
+        """`tenant` was granted or revoked `label`."""
+        if tenant in self.graphs or tenant in self._building:
+            self._mark(tenant, (label,))
+            self._wake.set()
+
+    def tenant_deleted(self, number: int) -> None:
+        self.graphs.pop(number, None)
+        self._building.pop(number, None)
+        self._snapshot_seq.pop(number, None)
+        if self._directory is not None:
+            graph_files.remove(self._path(number))
+
+    def _mark(self, key: GraphKey, labels: list[int] | tuple[int, ...]) -> None:
+        graph = self.graphs.get(key)
+        if graph is not None:
+            graph.pending.update(labels)
+            graph.touched.update(labels)
+        changes = self._building.get(key)
+        if changes is not None:
+            changes.update(labels)
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def load(self, oplog: list[tuple[int, list[int], list[int]]]) -> None:
+        """Restore persisted graphs; `oplog` is every (seq, vector labels, reader labels)
+        record of the collection in order. Caller holds no lock; nothing runs concurrently."""
+        collection = self._collection
+        tenants = collection.tenants
+        if self._directory is not None:
+            for key, path in self._persisted():
+                if key != SHARED and key not in tenants.name_of:
+                    graph_files.remove(path)
+                    continue
+                snapshot = graph_files.load(path)
+                if snapshot is None:
+                    log.warning(
+                        "collection %s: graph file %s unusable; rebuilding", collection.name, path
+                    )
+                    continue
+                seq, payload, pending = snapshot
+                newest = oplog[-1][0] if oplog else 0
+                if (oplog and seq < oplog[0][0] - 1) or seq > newest:
+                    # Records it lacks were trimmed, or it is newer than the store (restored
+                    # from another moment): replay cannot bridge either gap.
+                    log.warning(
+                        "collection %s: graph %s at seq %d does not match the oplog (%s); "
+                        "rebuilding",
+                        collection.name,
+                        key,
+                        seq,
+                        f"{oplog[0][0]}..{newest}" if oplog else "empty",
+                    )
+                    continue
+                try:
+                    graph = HnswGraph.from_bytes(payload)
+                except Exception:  # another format or dimension: an upgrade, a stray file
+                    log.warning(
+                        "collection %s: graph file %s unreadable; rebuilding", collection.name, path
+                    )
+                    continue
+                graph.pending = pending
+                for record_seq, vector_labels, reader_labels in oplog:
+                    if record_seq > seq:
+                        graph.pending.update(vector_labels)
+                        if key != SHARED:
+                            graph.pending.update(reader_labels)
+                self.graphs[key] = graph
+                self._snapshot_seq[key] = seq
+        self.start()
+
+    def _persisted(self) -> list[tuple[GraphKey, Path]]:
+        assert self._directory is not None
+        found: list[tuple[GraphKey, Path]] = []
+        for path in sorted(self._directory.glob("*.graph")):
+            stem = path.stem
+            if stem == SHARED:
+                found.append((SHARED, path))
+            elif stem.startswith("t") and stem[1:].isdigit():
+                found.append((int(stem[1:]), path))
+        return found
+
+    def _path(self, key: GraphKey) -> Path:
+        assert self._directory is not None
+        return self._directory / (f"{SHARED}.graph" if key == SHARED else f"t{key}.graph")
+
+    # -- the indexer thread ----------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._thread_lock:
+            if self._thread is None and not self._stopped.is_set():
+                name = f"graphs-{self._collection.name}"
+                self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """After a write: let the indexer look for work (pending labels, due builds)."""
+        if self._thread is None:
+            self.start()
+        self._wake.set()
+
+    def stop(self, persist: bool) -> None:
+        self._stopped.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+        if persist:
+            for key in list(self.graphs):
+                if self._applied_since_snapshot.get(key, 0) or key not in self._snapshot_seq:
+                    self._snapshot(key)
+
+    def remove_files(self) -> None:
+        if self._directory is not None:
+            graph_files.remove_directory(self._directory)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no build is due or running and nothing is pending (tests, benches)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._collection.read_lock():
+                idle = (
+                    not self._building
+                    and not self._due(force=True)
+                    and not any(g.pending for g in self.graphs.values())
+                )
+            if idle:
+                return True
+            self._wake.set()
+            time.sleep(0.02)
+        return False
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(timeout=2.0)
+            self._wake.clear()
+            try:
+                self._drain()
+                key = self._due()
+                if key is not None and not self._stopped.is_set():
+                    self._build(key)
+                    self._wake.set()
+                self._snapshot_if_due()
+            except NotFound:
+                return  # the collection was dropped
+            except Exception:
+                log.exception("collection %s: graph upkeep failed", self._collection.name)
+                time.sleep(1.0)
+
+    def _drain(self) -> None:
+        """Apply every pending label to its graph, a chunk at a time.
+
+        The rows are copied under the read lock and inserted after it is released (writers
+        never wait for hnswlib); a label a writer touched meanwhile stays pending."""
+        collection = self._collection
+        for key in list(self.graphs):
+            while not self._stopped.is_set():
+                with collection.read_lock():
+                    graph = self.graphs.get(key)
+                    if graph is None or not graph.pending:
+                        break
+                    graph.touched = BitMap()
+                    chunk = BitMap(itertools.islice(graph.pending, _CHUNK))
+                    labels = np.asarray(chunk.to_array(), dtype=np.int64)
+                    keep = np.fromiter(
+                        (self._is_member(key, label) for label in labels.tolist()), bool
+                    )
+                    rows = collection.arena.rows(labels[keep])
+                graph.add(labels[keep], rows)
+                graph.remove(labels[~keep])
+                with collection.read_lock():
+                    # A new object, not an in-place update: see the module doc.
+                    graph.pending = graph.pending - (chunk - graph.touched)
+                applied = self._applied_since_snapshot.get(key, 0)
+                self._applied_since_snapshot[key] = applied + len(chunk)
+
+    def _members(self, key: GraphKey) -> np.ndarray:
+        """The labels graph `key` should hold now; caller holds the read lock."""
+        collection = self._collection
+        if key == SHARED:
+            return collection.arena.live_labels()
+        return bitmap_labels(collection.tenants.readable[key])
+
+    def _is_member(self, key: GraphKey, label: int) -> bool:
+        collection = self._collection
+        if key == SHARED:
+            return collection.arena.is_live(label)
+        readable = collection.tenants.readable.get(key)
+        return readable is not None and label in readable
+
+    def _due(self, force: bool = False) -> GraphKey | None:
+        """The graph to build next, demoting tenants that shrank on the way."""
+        collection = self._collection
+        settings = self.settings
+        shared = self.graphs.get(SHARED)
+        if shared is None:
+            if collection.arena.count >= settings.shared_graph_min_points:
+                return SHARED
+        elif shared.tombstone_fraction > settings.graph_rebuild_tombstones:
+            return SHARED
+        if not force and time.monotonic() - self._tenants_checked < 1.0:
+            return None  # a scan over every tenant: at most once a second
+        if not force:
+            self._tenants_checked = time.monotonic()
+        threshold = settings.tenant_graph_min_points
+        for number, readable in list(collection.tenants.readable.items()):
+            graph = self.graphs.get(number)
+            if graph is None and len(readable) >= threshold:
+                return number
+            if graph is not None and len(readable) < threshold // 2:
+                self.tenant_deleted(number)  # demoted: the Curator serves it again
+                log.info("collection %s: tenant %d demoted from its graph", collection.name, number)
+            elif graph is not None and graph.tombstone_fraction > settings.graph_rebuild_tombstones:
+                return number
+        return None
+
+    def _build(self, key: GraphKey) -> None:
+        collection = self._collection
+        started = time.perf_counter()
+        with collection.read_lock():
+            labels = self._members(key)
+            vectors = collection.arena.rows(labels)
+            self._building[key] = BitMap()
+        try:
+            graph = HnswGraph(collection.config.dim, collection.config.metric, self._params())
+            order = np.random.default_rng(len(labels)).permutation(len(labels))
+            for start in range(0, len(order), _BUILD_CHUNK):
+                if self._stopped.is_set():
+                    return
+                part = order[start : start + _BUILD_CHUNK]
+                graph.add(labels[part], vectors[part])
+            with collection.read_lock():
+                graph.pending = self._building.pop(key)
+                if key != SHARED and key not in collection.tenants.name_of:
+                    return  # the tenant was deleted meanwhile
+                self.graphs[key] = graph
+                self._snapshot_seq.pop(key, None)
+                self._applied_since_snapshot[key] = 0
+        finally:
+            self._building.pop(key, None)
+        self.builds += 1
+        log.info(
+            "collection %s: graph %s built over %d points in %.1f s",
+            collection.name,
+            key,
+            len(labels),
+            time.perf_counter() - started,
+        )
+        self._snapshot(key)
+
+    # -- snapshots and the oplog -----------------------------------------------------------
+
+    def _snapshot_if_due(self) -> None:
+        for key in list(self.graphs):
+            if self._applied_since_snapshot.get(key, 0) >= _SNAPSHOT_AFTER:
+                self._snapshot(key)
+        self._trim()
+
+    def _snapshot(self, key: GraphKey) -> None:
+        if self._directory is None:
+            return
+        collection = self._collection
+        with collection.read_lock():
+            graph = self.graphs.get(key)
+            if graph is None:
+                return
+            seq = collection.applied_seq
+            pending = BitMap(graph.pending)
+        # Outside the lock: only this thread changes a graph's contents, so they are those of
+        # `seq` minus `pending` until it applies more. The store is synced first, so a
+        # snapshot never holds a write that a power loss could still take back.
+        collection.store.sync()
+        graph_files.save(self._path(key), seq, graph.to_bytes(), pending)
+        self._snapshot_seq[key] = seq
+        self._applied_since_snapshot[key] = 0
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop oplog records every persisted graph already holds (all, with no graph)."""
+        collection = self._collection
+        live = [self._snapshot_seq[k] for k in self.graphs if k in self._snapshot_seq]
+        unpersisted = any(k not in self._snapshot_seq for k in self.graphs)
+        if unpersisted and self._directory is not None:
+            return  # a graph awaiting its first snapshot would be rebuilt anyway; keep simple
+        upto = min(live) if live else collection.applied_seq
+        if upto - 1 - collection.trimmed_seq < _TRIM_EVERY:
+            return
+        # The record `upto` itself stays: the newest record is never deleted, so a restart
+        # always finds the sequence counter (snapshots say which records they hold).
+        cid = collection.config.cid
+        batch = Batch()
+        batch.delete_range(keys.CF_OPLOG, keys.oplog_key(cid, 0), keys.oplog_key(cid, upto))
+        collection.store.write(batch)
+        collection.trimmed_seq = upto - 1
+
+    # -- figures -------------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        return sum(graph.memory_bytes() for graph in list(self.graphs.values()))
+
+    def state(self) -> dict[str, int | float | bool]:
+        shared = self.graphs.get(SHARED)
+        tenant_graphs = [g for k, g in self.graphs.items() if k != SHARED]
+        return {
+            "shared_graph": shared is not None,
+            "shared_graph_points": len(shared.members) if shared is not None else 0,
+            "tenant_graphs": len(tenant_graphs),
+            "pending": sum(len(g.pending) for g in self.graphs.values()),
+            "building": bool(self._building),
+            "memory_bytes": self.memory_bytes(),
+        }
