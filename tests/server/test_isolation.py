@@ -8,9 +8,11 @@ tenant info, tenants list, collection info) a key returns or changes only what i
 or was granted, counts included; probing another tenant (its path, its point ids, its grants)
 gets exactly the answer a name that never existed gets.
 
-Adding filter cases: `call(...)` takes `body` fields for any route, and `check_reads` takes
-`extra` (sent to scroll, count and query) with `matches`, the model's version of the same
-predicate over a point's attributes. See `test_reads_with_extra_body_fields_follow_the_model`.
+Filters: `call(...)` takes `body` fields for any route, and `check_reads` takes `extra` (sent
+to scroll, count, query and batch query) with `matches`, the model's version of the same
+predicate over a point's attributes; `FILTERS` lists the cases every check runs, and
+`step_delete_by_filter` deletes with one. A filter narrows a tenant's readable set, never
+widens it.
 """
 
 from __future__ import annotations
@@ -212,6 +214,22 @@ def step_delete(w: World, tenant: str) -> None:
         w.model.grants.pop((tenant, point_id), None)
 
 
+def step_delete_by_filter(w: World, tenant: str) -> None:
+    """Deletes only the tenant's own matching points, never those shared with it."""
+    bound = w.rng.randint(0, 9)
+    body = {"ids": None, "filter": {"n": {"$lt": bound}}}  # null: absent
+    response = call(w.client, "delete", w.write_keys[tenant], tenant, body=body)
+    if tenant not in w.model.tenants:
+        assert error_message(response, 404) == tenant_missing(tenant)
+        return
+    assert response.status_code == 200, response.text
+    doomed = [key for key in w.model.owned(tenant) if w.model.points[key]["n"] < bound]
+    assert response.json() == {"deleted": len(doomed), "not_found": []}
+    for key in doomed:
+        del w.model.points[key]
+        w.model.grants.pop(key, None)
+
+
 def step_patch(w: World, tenant: str) -> None:
     point_id = w.rng.choice(ID_POOL)
     value = w.rng.randint(0, 9)
@@ -270,7 +288,8 @@ def step_admin_deletes_a_tenant(w: World, _: str) -> None:
 
 STEPS: list[tuple[Callable[[World, str], None], float]] = [
     (step_upsert, 0.35),
-    (step_delete, 0.12),
+    (step_delete, 0.08),
+    (step_delete_by_filter, 0.04),
     (step_patch, 0.12),
     (step_grant, 0.18),
     (step_revoke, 0.18),
@@ -337,6 +356,15 @@ def everything(attributes: dict[str, Any]) -> bool:
     return True
 
 
+# (filter sent, the model's twin): cases every `check` runs for every tenant.
+FILTERS: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
+    ({"n": {"$gte": 5}}, lambda a: a["n"] >= 5),
+    ({"n": {"$in": [0, 3, 7]}}, lambda a: a["n"] in (0, 3, 7)),
+    ({"$or": [{"n": 1}, {"n": {"$gt": 8}}]}, lambda a: a["n"] == 1 or a["n"] > 8),
+    ({"n": {"$exists": False}}, lambda a: False),
+]
+
+
 def check_reads(
     w: World,
     tenant: str,
@@ -349,7 +377,8 @@ def check_reads(
     headers = w.key(tenant)
     if tenant not in w.model.tenants:
         for route in ("scroll", "count", "query", "batch"):
-            response = call(w.client, route, headers, tenant, body=extra)
+            body = {"queries": [{**BASE_BODIES["query"], **extra}]} if route == "batch" else extra
+            response = call(w.client, route, headers, tenant, body=body)
             assert error_message(response, 404) == tenant_missing(tenant), route
         return
     expected = {key for key in w.model.readable(tenant) if matches(w.model.points[key])}
@@ -405,6 +434,9 @@ def check(w: World) -> None:
     for tenant in w.tenants:
         check_reads(w, tenant)
         check_tenant_views(w, tenant)
+    for tenant in w.rng.sample(w.tenants, 3):
+        for filter_, matches in FILTERS:
+            check_reads(w, tenant, extra={"filter": filter_}, matches=matches)
     # The admin's view agrees with the model too: nothing was changed behind the keys.
     admin = w.client.get(f"/v1/collections/{COLLECTION}", headers=ADMIN).json()
     assert admin["points"] == len(w.model.points)
@@ -431,14 +463,13 @@ def test_a_tenant_key_only_ever_sees_and_changes_its_own_and_granted_points(
     assert len(model.points) > 10 and any(model.grants.values()), "a workload worth checking"
 
 
-def test_reads_with_extra_body_fields_follow_the_model(world: World) -> None:
-    """Where filter cases go. With Mongo-style filters in scroll, count and query bodies:
-
-        check_reads(world, tenant, extra={"filter": {"n": {"$gte": 5}}},
-                    matches=lambda attributes: attributes.get("n", -1) >= 5)
-
-    Until then, the only field all of them take is none at all."""
+def test_filtered_reads_stay_within_the_readable_set(world: World) -> None:
+    """Every filter case, for every tenant, after a workload with grants: a filter on a
+    field that other tenants' points match too returns only the tenant's readable ones."""
     for _ in range(40):
         step_upsert(world, world.rng.choice(world.tenants))
+    for _ in range(20):
+        step_grant(world, world.rng.choice(world.tenants))
     for tenant in world.tenants:
-        check_reads(world, tenant, extra={}, matches=everything)
+        for filter_, matches in FILTERS:
+            check_reads(world, tenant, extra={"filter": filter_}, matches=matches)
