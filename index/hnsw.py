@@ -153,8 +153,8 @@ class HnswGraph:
     # -- reads ----------------------------------------------------------------------------
 
     def search(self, query: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        """Up to `k` nearest members: (labels int64, distances float32 with the arena's
-        conventions); fewer when the graph could not find `k`."""
+        """The `k` nearest members: (labels int64, distances float32 with the arena's
+        conventions); nothing at all when hnswlib could not find `k` (the caller scans)."""
         k = min(k, len(self.members))
         if k == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)

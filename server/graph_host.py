@@ -294,7 +294,8 @@ class GraphHost:
         return readable is not None and label in readable
 
     def _due(self, force: bool = False) -> GraphKey | None:
-        """The graph to build next, demoting tenants that shrank on the way."""
+        """The graph to build next; on the indexer thread (not `force`), also demote tenants
+        that shrank on the way."""
         collection = self._collection
         settings = self.settings
         shared = self.graphs.get(SHARED)
@@ -313,6 +314,8 @@ class GraphHost:
             if graph is None and len(readable) >= threshold:
                 return number
             if graph is not None and len(readable) < threshold // 2:
+                if force:
+                    return number  # due: the indexer thread demotes it
                 self.tenant_deleted(number)  # demoted: the Curator serves it again
                 log.info("collection %s: tenant %d demoted from its graph", collection.name, number)
             elif graph is not None and graph.tombstone_fraction > settings.graph_rebuild_tombstones:

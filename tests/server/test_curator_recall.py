@@ -189,7 +189,15 @@ def test_curator_recall_on_debian(debian_dir: Path, tmp_path: Path) -> None:
     random.Random(5).shuffle(owners)  # not one maintainer after another: the tree trains early
 
     with app_client(tmp_path / "data") as client:
-        body = {"name": COLLECTION, "dim": data.vectors.shape[1], "metric": "cosine"}
+        # Curator defaults, and no HNSW graph: this test measures the Curator itself (with a
+        # shared graph the planner would answer some big tenants from it instead).
+        no_graphs = {"shared_graph_min_points": 10**9, "tenant_graph_min_points": 10**9}
+        body = {
+            "name": COLLECTION,
+            "dim": data.vectors.shape[1],
+            "metric": "cosine",
+            "index": no_graphs,
+        }
         response = client.post("/v1/collections", json=body)
         assert response.status_code == 201, response.text
         assert response.json()["index"]["curator_min_points"] == 10_000

@@ -124,7 +124,19 @@ def test_tenant_queries_match_brute_force(debian_dir: Path, tmp_path: Path) -> N
     norms = np.linalg.norm(vectors, axis=1)
 
     with app_client(tmp_path / "data") as client:
-        body = {"name": COLLECTION, "dim": vectors.shape[1], "metric": "cosine", "schema": SCHEMA}
+        # Exact queries only: no index would be used, so none is built in the background.
+        no_indexes = {
+            "curator_min_points": 10**9,
+            "shared_graph_min_points": 10**9,
+            "tenant_graph_min_points": 10**9,
+        }
+        body = {
+            "name": COLLECTION,
+            "dim": vectors.shape[1],
+            "metric": "cosine",
+            "schema": SCHEMA,
+            "index": no_indexes,
+        }
         assert client.post("/v1/collections", json=body).status_code == 201
         for tenant, rows in by_tenant.items():
             for start in range(0, len(rows), BATCH):
