@@ -15,6 +15,7 @@ attributes.
 from __future__ import annotations
 
 import array
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -43,8 +44,25 @@ def labels_bitmap(labels: np.ndarray) -> BitMap:
     return BitMap(array.array("I", np.asarray(labels, dtype=np.uint32).tobytes()))
 
 
+# RFC 3339 (`T` or `t` or a space between date and time, `Z` or `z` or an offset) and the
+# ISO 8601 forms Python reads (a date alone, minutes only, the basic `20240510T100000Z`);
+# `fromisoformat` alone would take any character as the separator.
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
+    r"(?:[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?"
+    r"|\d{8}(?:T\d{2}(?:\d{2}(?:\d{2}(?:[.,]\d+)?)?)?(?:Z|[+-]\d{2}(?:\d{2})?)?)?"
+)
+
+
 def datetime_micros(value: str) -> int:
-    """RFC 3339 / ISO 8601 text as microseconds since the epoch; no offset means UTC."""
+    """RFC 3339 / ISO 8601 text as microseconds since the epoch; no offset means UTC.
+    Raises ValueError for anything else."""
+    if not _DATETIME.fullmatch(value):
+        raise ValueError(f"not an RFC 3339 datetime: {value!r}")
+    if len(value) > 10 and value[10] == "t":
+        value = value[:10] + "T" + value[11:]
+    if value.endswith("z"):
+        value = value[:-1] + "Z"
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

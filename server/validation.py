@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import orjson
 
 from index.arena import Metric
-from index.attributes import FieldType
+from index.attributes import FieldType, datetime_micros
 from server.errors import Invalid
 
 MAX_NAME_BYTES = 256
@@ -153,9 +152,10 @@ def _check_typed(value: Any, field_type: FieldType, path: str) -> None:
 
 
 def _parses_as_datetime(value: str) -> bool:
+    """The same reading as the attribute index's, so whatever is stored can be indexed."""
     try:
-        datetime.fromisoformat(value)
-    except ValueError:
+        datetime_micros(value)
+    except (ValueError, OverflowError):
         return False
     return True
 
