@@ -37,17 +37,19 @@ class CostModel:
     """Microseconds; the defaults are the output of `python -m bench.calibrate` on the
     2-core machines the benchmarks run on (docs/benchmarks.md, "Planner calibration")."""
 
-    exact_fixed_us: float = 25.0
-    exact_row_dim_ns: float = 0.35  # per candidate row and dimension: gather + dot
-    mask_fixed_us: float = 5.0  # the curator's filter mask
-    mask_row_ns: float = 4.0
-    curator_fixed_us: float = 20.0
-    curator_distance_dim_ns: float = 0.25
-    curator_check_ns: float = 3.0  # a label looked up in the mask
-    curator_distances_per_ef: float = 16.0
-    graph_fixed_us: float = 25.0
-    graph_ef_dim_ns: float = 3.0  # per unit of ef and dimension (about M distances each)
-    postfilter_fetch_ns: float = 60.0  # per label fetched from the graph and checked
+    # Fitted 2026-11-28 on the Debian set (384-d) by `python -m bench.calibrate --data-dir
+    # /tmp/shoal-planner-cache --details --check-synthetic` (load average 1.6-2.6).
+    exact_fixed_us: float = 73.0
+    exact_row_dim_ns: float = 1.07  # per candidate row and dimension: gather + dot
+    mask_fixed_us: float = 42.6  # the curator's filter mask
+    mask_row_ns: float = 1.75
+    curator_fixed_us: float = 0.0  # the fit puts it all on the distances
+    curator_distance_dim_ns: float = 0.569
+    curator_check_ns: float = 6.79  # a label looked up in the mask
+    curator_distances_per_ef: float = 20.9  # tenants with a graph (7k-10k points) at ef 128
+    graph_fixed_us: float = 217.0
+    graph_ef_dim_ns: float = 6.25  # per unit of ef and dimension (about M distances each)
+    postfilter_fetch_ns: float = 0.0  # per label fetched: nothing beyond max(ef, fetch) itself
 
 
 @dataclass(frozen=True)

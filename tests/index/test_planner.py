@@ -207,16 +207,16 @@ def test_exact_estimate_grows_with_candidates_and_dimension() -> None:
     assert narrow < estimate(situation(10_000), MODEL)[EXACT].estimates_us[EXACT]
 
 
-def test_curator_estimate_grows_as_the_filter_narrows() -> None:
-    """A narrower filter checks more labels per matching distance."""
+def test_a_filtered_curator_search_is_estimated_dearer_than_an_unfiltered_one() -> None:
+    """A filter adds the mask and the labels checked beside the matching ones. (Between two
+    filters the order depends on the calibrated constants: the mask costs per candidate.)"""
     costs = [
         estimate(situation(n, tenant_graph=None, shared_graph=None), MODEL)[CURATOR].estimates_us[
             CURATOR
         ]
         for n in (BIG, 20_000, 5_000, 1_000)
     ]
-    assert costs[1:] == sorted(costs[1:])
-    assert costs[-1] > costs[0]
+    assert all(cost > costs[0] for cost in costs[1:]), costs
 
 
 def test_estimates_are_positive_and_rounded() -> None:

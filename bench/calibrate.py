@@ -1,0 +1,470 @@
+"""Planner calibration: measure each plan's cost components here and fit `CostModel`.
+
+    python -m bench.calibrate               # Debian, 30 queries, 5 runs (~5 min with the load)
+    python -m bench.calibrate --quick       # 20k Debian, 10 queries, 2 runs
+    python -m bench.calibrate --data-dir /tmp/shoal-planner   # reuse bench.planner's data
+
+The Debian set (384-d, cosine) is loaded through the server's write path exactly as
+`bench.planner` loads it (owners, tag tenants through `shared_with`, a `bucket` integer
+0..9999, the Curator trained on the whole set, the shared graph and the 4 largest tenants'
+graphs built by the server's indexer). Then the search stage of each plan is timed through the
+server's own functions (`server.search._exact`, `_approximate`, `_graph_search`: what
+`run_queries` times as `timings_ms["search"]`), under the collection's read lock, BLAS pinned
+to one thread, over ranges that separate the terms of each formula:
+
+- exact: random label sets of n = 32 .. all points (a scope given as a bitmap, so the
+  bitmap -> array conversion is paid as in a filtered query): `t = exact_fixed + row_dim * n *
+  dim`, fitted on n <= 4,096 (`--exact-max-rows`), where a scan competes with the indexes;
+  past that the cost per row grows (the gathered rows leave the cache), which is printed;
+- curator: 5 tenants of 1,000 to 10,000 readable points, ef 16 .. 512, filter selectivity
+  s = 1 .. 0.01 (the `bucket` filter), plus every tenant that has its own graph. The Curator
+  reports the distances it computed (D); the labels it checked are estimated as D / s (the
+  filter is independent of the vectors), so `t = curator_fixed + distance_dim * D * dim +
+  check * D / s (+ mask_fixed + mask_row * n when filtered)`. The model's `D =
+  distances_per_ef * max(ef, k)` is fitted on the unfiltered searches of the tenants that have
+  a graph (where the Curator competes with a graph) at the collection's ef (128): measured, D
+  grows far slower than ef and grows with the tenant's size, which the formula cannot follow,
+  so the fit is made where the estimate decides, and the other sizes and ef are printed;
+- graphs: the shared graph (admin scope) and the tenant graphs, ef 16 .. 512, selectivity
+  1 .. 0.02 (fetch `2k/s` as the planner asks): `t = graph_fixed + ef_dim * max(ef, fetch) * dim
+  + postfilter * fetch`.
+
+Each configuration is timed over the same queries (held-out points, those the tenant would
+read first) in every run, interleaved: for each query, every configuration in a new random
+order (so a burst of background load, or a scan that flushes the cache, falls on all of them
+alike); a configuration's time is the median over runs of its median over queries. The fits
+are least squares on relative error (weights 1/t: the planner compares ratios), with every
+coefficient kept >= 0 (the best fit over every subset of terms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+from pyroaring import BitMap
+from threadpoolctl import threadpool_limits
+
+from bench.common import machine, table
+from bench.planner import BUCKETS, K, World, debian_world, synthetic_world
+from index import planner
+from index.attributes import labels_bitmap
+from server import search
+
+EFS = (16, 32, 64, 128, 256, 512)
+CURATOR_SELECTIVITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+GRAPH_SELECTIVITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
+
+
+@dataclass
+class Config:
+    kind: str  # exact | curator | graph
+    label: str
+    call: Callable[[np.ndarray], search._Run]
+    queries: np.ndarray
+    features: dict[str, float] = field(default_factory=dict)
+    times_us: list[list[float]] = field(default_factory=list)  # per run, per query
+    distances: list[float] = field(default_factory=list)  # run 0, per query
+
+    @property
+    def t_us(self) -> float:
+        return float(np.median([np.median(run) for run in self.times_us]))
+
+    @property
+    def d(self) -> float:
+        return float(np.median(self.distances))
+
+
+def _filtered(world: World, scope: search.Scope, s: float) -> search.Scope:
+    if s >= 1.0:
+        return scope
+    node = search.compile_query_filter({"bucket": {"$lt": round(s * BUCKETS)}}, world.collection)
+    return search.filtered(scope, node, world.collection)
+
+
+def _fresh(scope: search.Scope) -> search.Scope:
+    """The same scope without its cached label array: each call converts, as a query does."""
+    return search.Scope(scope.candidates, scope.readable, scope.tenant, None)
+
+
+def exact_configs(world: World, queries: np.ndarray, rng: np.random.Generator) -> list[Config]:
+    collection = world.collection
+    live = collection.arena.live_labels()
+    sizes = sorted({int(x) for x in np.geomspace(32, len(live), 14)})
+    configs = []
+    for n in sizes:
+        chosen = BitMap(labels_bitmap(rng.choice(live, size=n, replace=False)))
+        scope = search.Scope(chosen, len(live), None)
+
+        def call(q: np.ndarray, scope: search.Scope = scope) -> search._Run:
+            [top] = search._exact(collection, q[None, :], _fresh(scope), K)
+            return search._Run(top, distances_computed=len(scope.candidates))
+
+        configs.append(Config("exact", f"exact n={n}", call, queries, {"n": n}))
+    return configs
+
+
+def curator_configs(world: World, n_queries: int) -> list[Config]:
+    collection = world.collection
+    tenants = collection.tenants
+    floor = collection.config.index.curator_min_tenant_points
+    sizes = {t: len(tenants.readable[tenants.number_of[t]]) for t in tenants.number_of}
+    eligible = sorted((size, t) for t, size in sizes.items() if size >= floor)
+    picks: list[str] = []
+    for target in np.geomspace(eligible[0][0], eligible[-1][0], 5):
+        name = min(eligible, key=lambda e: abs(math.log(e[0] / target)))[1]
+        if name not in picks:
+            picks.append(name)
+    configs = []
+    for name in picks:
+        number = tenants.number_of[name]
+        readable = tenants.readable[number]
+        base = search.Scope(readable, len(readable), number)
+        queries = world.queries_for(name, n_queries)
+        for s in CURATOR_SELECTIVITIES:
+            scope = _filtered(world, base, s)
+            n = len(scope.candidates)
+            if n <= K:
+                continue
+            for ef in EFS:
+                plan = planner.Plan(planner.CURATOR, ef=ef)
+
+                def call(
+                    q: np.ndarray, plan: planner.Plan = plan, scope: search.Scope = scope
+                ) -> search._Run:
+                    return search._approximate(collection, plan, q, K, _fresh(scope))
+
+                features = {"n": n, "readable": len(readable), "ef": ef, "s": n / len(readable)}
+                label = f"curator {name} ({len(readable):,}) s={n / len(readable):.3f} ef={ef}"
+                configs.append(Config("curator", label, call, queries, features))
+    return configs
+
+
+def graph_configs(world: World, n_queries: int) -> list[Config]:
+    collection = world.collection
+    tenants = collection.tenants
+    graphs = collection.graphs
+    targets: list[tuple[str, object, search.Scope, np.ndarray]] = []
+    everything = tenants.all_labels
+    shared = graphs.shared()
+    if shared is not None:
+        scope = search.Scope(everything, len(everything), None)
+        targets.append(("shared", shared, scope, world.queries_for(None, n_queries)))
+    for key, graph in list(graphs.graphs.items()):
+        if key == "shared":
+            continue
+        readable = tenants.readable[key]
+        name = tenants.name_of[key]
+        targets.append(
+            (
+                name,
+                graph,
+                search.Scope(readable, len(readable), key),
+                world.queries_for(name, n_queries),
+            )
+        )
+    configs = []
+    for name, graph, base, queries in targets:
+        size = len(graph.members)  # type: ignore[attr-defined]
+        for s in GRAPH_SELECTIVITIES:
+            scope = _filtered(world, base, s)
+            n = len(scope.candidates)
+            selectivity = min(1.0, n / size)
+            fetch = K if selectivity >= 0.999 else math.ceil(2 * K / selectivity)
+            if fetch > size / 4 and selectivity < 0.999:
+                continue
+            for ef_used in sorted({max(ef, fetch) for ef in EFS}):
+
+                def call(
+                    q: np.ndarray, graph=graph, scope=scope, fetch=fetch, ef_used=ef_used
+                ) -> search._Run:
+                    return search._graph_search(collection, graph, q, K, scope, fetch, ef_used)
+
+                features = {"size": size, "n": n, "ef": ef_used, "fetch": fetch}
+                label = f"graph {name} ({size:,}) s={selectivity:.3f} ef={ef_used} fetch={fetch}"
+                configs.append(Config("graph", label, call, queries, features))
+    return configs
+
+
+def measure(world: World, configs: list[Config], runs: int, seed: int = 0) -> None:
+    """Every run times every configuration on every query, interleaved: for each query
+    index, the configurations in a new random order (a burst of background load then
+    lands on many configurations, not on one)."""
+    rng = np.random.default_rng(seed)
+    clock = time.perf_counter_ns
+    collection = world.collection
+    for config in configs:  # warm up: compiled kernels, cached tenant views, graph ef
+        for q in config.queries[:2]:
+            config.call(q)
+    n_queries = min(len(c.queries) for c in configs)
+    for run in range(runs):
+        started = time.perf_counter()
+        for config in configs:
+            config.times_us.append([])
+        for i in range(n_queries):
+            for j in rng.permutation(len(configs)).tolist():
+                config = configs[j]
+                q = config.queries[i]
+                with collection.read_lock():
+                    start = clock()
+                    result = config.call(q)
+                    elapsed = clock() - start
+                config.times_us[run].append(elapsed / 1e3)
+                if run == 0:
+                    config.distances.append(result.distances_computed)
+        print(f"  run {run + 1}/{runs}: {time.perf_counter() - started:.1f} s", flush=True)
+
+
+# -- fitting ---------------------------------------------------------------------------
+
+
+def nnls_relative(columns: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Least squares of `columns @ x ~ t` on relative error, x >= 0: the best fit among the
+    unconstrained fits over every subset of columns whose coefficients are all >= 0."""
+    a = columns / t[:, None]
+    b = np.ones(len(t))
+    best, best_residual = np.zeros(columns.shape[1]), float("inf")
+    for size in range(1, columns.shape[1] + 1):
+        for subset in itertools.combinations(range(columns.shape[1]), size):
+            x, *_ = np.linalg.lstsq(a[:, subset], b, rcond=None)
+            if (x < 0).any():
+                continue
+            residual = float(np.sum((a[:, subset] @ x - b) ** 2))
+            if residual < best_residual:
+                best_residual = residual
+                best = np.zeros(columns.shape[1])
+                best[list(subset)] = x
+    return best
+
+
+def errors(predicted: np.ndarray, measured: np.ndarray) -> str:
+    rel = predicted / measured - 1
+    return (
+        f"median abs error {np.median(np.abs(rel)):.0%}, worst {rel[np.argmax(np.abs(rel))]:+.0%} "
+        f"over {len(rel)} configurations"
+    )
+
+
+def distance_notes(unfiltered: list[Config], dpe: float) -> list[str]:
+    """Measured distances of unfiltered Curator searches by ef and tenant, against the model."""
+    notes = []
+    for ef in EFS:
+        at = [c for c in unfiltered if c.features["ef"] == ef]
+        at.sort(key=lambda c: c.features["readable"])
+        if not at:
+            continue
+        d = np.array([c.d for c in at])
+        measured = ", ".join(f"{c.d:,.0f} ({int(c.features['readable']):,})" for c in at)
+        model = dpe * max(ef, K)
+        notes.append(
+            f"  ef {ef}: measured D (readable) {measured}; model {model:,.0f}: "
+            + errors(model * np.ones(len(d)), d)
+        )
+    return notes
+
+
+def unfiltered_curator(configs: list[Config]) -> list[Config]:
+    """Unfiltered Curator configurations whose search did not read the whole tenant."""
+    return [
+        c
+        for c in configs
+        if c.kind == "curator" and c.features["s"] >= 0.999 and c.d < c.features["readable"]
+    ]
+
+
+def fit(
+    world: World, configs: list[Config], exact_max_rows: int
+) -> tuple[planner.CostModel, list[str]]:
+    dim = world.dim
+    settings = world.collection.config.index
+    notes = []
+    values: dict[str, float] = {}
+
+    exact = [c for c in configs if c.kind == "exact"]
+    inside = [c for c in exact if c.features["n"] <= exact_max_rows]
+    t = np.array([c.t_us for c in inside])
+    cols = np.array([[1.0, c.features["n"] * dim / 1e3] for c in inside])
+    x = nnls_relative(cols, t)
+    values["exact_fixed_us"], values["exact_row_dim_ns"] = x
+    notes.append(f"exact, fitted on n <= {exact_max_rows:,}: {errors(cols @ x, t)}")
+    beyond = [c for c in exact if c.features["n"] > exact_max_rows]
+    if beyond:
+        t = np.array([c.t_us for c in beyond])
+        cols = np.array([[1.0, c.features["n"] * dim / 1e3] for c in beyond])
+        notes.append(f"exact, the same fit for n > {exact_max_rows:,}: {errors(cols @ x, t)}")
+    notes.append(
+        "exact, measured us per row: "
+        + ", ".join(f"n={c.features['n']:,}: {c.t_us / c.features['n']:.2f}" for c in exact)
+    )
+
+    # Distances per ef. The formula makes D proportional to ef and blind to the tenant's size;
+    # measured, D grows far slower than ef and grows with the size. The estimate that decides
+    # between the Curator and a graph is that of a tenant large enough to have a graph, at the
+    # collection's ef (queries rarely set their own): fit there, and print the rest.
+    unfiltered = unfiltered_curator(configs)
+    big = settings.tenant_graph_min_points
+    near = [
+        c for c in unfiltered if c.features["ef"] == settings.ef and c.features["readable"] >= big
+    ]
+    efs = np.array([max(c.features["ef"], K) for c in near], dtype=float)
+    d = np.array([c.d for c in near])
+    dpe = float(np.sum(efs / d) / np.sum(efs**2 / d**2))
+    values["curator_distances_per_ef"] = dpe
+    notes.append(
+        f"curator distances per ef, fitted on tenants reading >= {big:,} (those with a graph) "
+        f"at the collection's ef, {settings.ef}: {errors(dpe * efs, d)}"
+    )
+    notes += distance_notes(unfiltered, dpe)
+
+    cur = [c for c in configs if c.kind == "curator"]
+    t = np.array([c.t_us for c in cur])
+    filtered = np.array([c.features["s"] < 0.999 for c in cur], dtype=float)
+    d = np.array([c.d for c in cur])
+    checks = d / np.array([c.features["s"] for c in cur])
+    n = np.array([c.features["n"] for c in cur], dtype=float)
+    cols = np.column_stack(
+        [np.ones(len(cur)), d * dim / 1e3, checks / 1e3, filtered, filtered * n / 1e3]
+    )
+    x = nnls_relative(cols, t)
+    (
+        values["curator_fixed_us"],
+        values["curator_distance_dim_ns"],
+        values["curator_check_ns"],
+        values["mask_fixed_us"],
+        values["mask_row_ns"],
+    ) = x
+    notes.append(f"curator time (measured D, checks D/s): {errors(cols @ x, t)}")
+
+    graph = [c for c in configs if c.kind == "graph"]
+    t = np.array([c.t_us for c in graph])
+    cols = np.array([[1.0, c.features["ef"] * dim / 1e3, c.features["fetch"] / 1e3] for c in graph])
+    x = nnls_relative(cols, t)
+    values["graph_fixed_us"], values["graph_ef_dim_ns"], values["postfilter_fetch_ns"] = x
+    notes.append(f"graphs: {errors(cols @ x, t)}")
+    extra = [c.label for c in graph if np.mean(np.array(c.distances) > c.features["ef"]) > 0.1]
+    if extra:
+        notes.append(f"graph configurations with extra rounds in >10% of queries: {len(extra)}")
+    rounded = {name: _round(value) for name, value in values.items()}
+    return planner.CostModel(**rounded), notes
+
+
+def _round(value: float) -> float:
+    if value == 0:
+        return 0.0
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
+    return round(value, digits)
+
+
+def model_check(world: World, configs: list[Config], model: planner.CostModel) -> str:
+    """Each configuration's time as the planner would estimate it (its own formulas, with
+    the counts it assumes, not the measured ones), against the measured time."""
+    rows = []
+    for kind in ("exact", "curator", "graph"):
+        mine = [c for c in configs if c.kind == kind]
+        predicted, measured = [], []
+        for c in mine:
+            f = c.features
+            if kind == "exact":
+                situation = planner.Situation(K, 128, world.dim, int(f["n"]), int(f["n"]))
+                cost = planner.estimate(situation, model)[planner.EXACT].estimates_us["exact"]
+            elif kind == "curator":
+                situation = planner.Situation(
+                    K, int(f["ef"]), world.dim, int(f["n"]), int(f["readable"]), curator=True
+                )
+                cost = planner.estimate(situation, model)[planner.CURATOR].estimates_us["curator"]
+            else:
+                # graph plans: the configuration's fetch and ef, priced by the model's terms
+                cost = (
+                    model.graph_fixed_us
+                    + model.graph_ef_dim_ns * world.dim * f["ef"] / 1e3
+                    + model.postfilter_fetch_ns * f["fetch"] / 1e3
+                )
+            predicted.append(cost)
+            measured.append(c.t_us)
+        rel = np.array(predicted) / np.array(measured) - 1
+        rows.append([
+            kind, str(len(mine)), f"{np.median(np.abs(rel)):.0%}",
+            f"{np.percentile(np.abs(rel), 90):.0%}", f"{rel[np.argmax(np.abs(rel))]:+.0%}",
+        ])  # fmt: skip
+    return table(["plan", "configurations", "median abs error", "p90 abs error", "worst"], rows)
+
+
+def measure_world(world: World, args: argparse.Namespace) -> list[Config]:
+    print(f"\n{world.description}\n" + "\n".join(world.notes), flush=True)
+    rng = np.random.default_rng(0)
+    configs = (
+        exact_configs(world, world.queries_for(None, args.queries), rng)
+        + curator_configs(world, args.queries)
+        + graph_configs(world, args.queries)
+    )
+    counts = {k: sum(c.kind == k for c in configs) for k in ("exact", "curator", "graph")}
+    print(f"{len(configs)} configurations {counts}, {args.queries} queries, {args.runs} runs")
+    measure(world, configs, args.runs)
+    return configs
+
+
+def print_details(configs: list[Config]) -> None:
+    rows = [[c.label, f"{c.t_us:,.1f}", f"{c.d:,.0f}"] for c in configs]
+    print("\n" + table(["configuration", "median us", "distances"], rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20k Debian, 10 queries, 2 runs")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs (5; 2 quick)")
+    parser.add_argument("--queries", type=int, default=None, help="per configuration (30)")
+    parser.add_argument("--data-dir", type=Path, help="keep (and reuse) the loaded database here")
+    parser.add_argument("--details", action="store_true", help="print every configuration")
+    parser.add_argument(
+        "--exact-max-rows", type=int, default=4096,
+        help="fit the exact scan on n up to this (where it competes with the indexes)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--check-synthetic", action="store_true",
+        help="also measure on the synthetic set (128-d, L2) against the Debian fit",
+    )  # fmt: skip
+    args = parser.parse_args()
+    args.runs = args.runs or (2 if args.quick else 5)
+    args.queries = args.queries or (10 if args.quick else 30)
+    command = " ".join([Path(sys.executable).name, "-m", "bench.calibrate", *sys.argv[1:]])
+    print(f"# Planner calibration\n\n{machine()}\ncommand: {command}")
+    with threadpool_limits(1):
+        world = debian_world(args.quick, args.data_dir)
+        try:
+            configs = measure_world(world, args)
+            model, notes = fit(world, configs, args.exact_max_rows)
+        finally:
+            world.close()
+        if args.details:
+            print_details(configs)
+        print("\nFits:\n" + "\n".join(f"- {line}" for line in notes))
+        print("\nThe fitted model's own estimates (its formulas and the counts it assumes)")
+        print("against the measurements:\n")
+        print(model_check(world, configs, model))
+        old = planner.CostModel()
+        print("\nCostModel (fitted; the current default in brackets):\n")
+        for f in fields(planner.CostModel):
+            print(f"    {f.name}: float = {getattr(model, f.name)}  # [{getattr(old, f.name)}]")
+        if args.check_synthetic:
+            print("\n## The same model on the synthetic set (128-d, L2), not fitted there")
+            other = synthetic_world(args.quick, args.data_dir)
+            try:
+                checked = measure_world(other, args)
+            finally:
+                other.close()
+            if args.details:
+                print_details(checked)
+            lines = distance_notes(unfiltered_curator(checked), model.curator_distances_per_ef)
+            print("\nCurator distances, unfiltered:\n" + "\n".join(lines) + "\n")
+            print(model_check(other, checked, model))
+
+
+if __name__ == "__main__":
+    main()
