@@ -72,7 +72,7 @@ class Authentication:
         await self.app(scope, receive, send)
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     return request.scope[PRINCIPAL]  # set by authorize_request, which runs before handlers
 
 

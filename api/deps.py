@@ -12,29 +12,36 @@ from api.middleware import restore_slashes
 from server.collection import Collection
 from server.database import Database
 
+# Every dependency is `async def`: FastAPI runs a plain `def` dependency on the thread pool,
+# and that hand-off cost more than a whole query (bench/serving.py profile).
 
-def get_database(request: Request) -> Database:
+
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
-def get_collection(
+async def get_collection(
     database: DatabaseDep, collection: Annotated[str, Path(description="Collection name.")]
 ) -> Collection:
     return database.collection(collection)
 
 
-def _tenant(tenant: Annotated[str, Path(description="Tenant name, percent-encoded.")]) -> str:
+async def _tenant(tenant: Annotated[str, Path(description="Tenant name, percent-encoded.")]) -> str:
     return restore_slashes(tenant)
 
 
-def _point_id(point_id: Annotated[str, Path(description="Point id, percent-encoded.")]) -> str:
+_PointIdPath = Annotated[str, Path(description="Point id, percent-encoded.")]
+_OtherPath = Annotated[str, Path(description="The grantee tenant, percent-encoded.")]
+
+
+async def _point_id(point_id: _PointIdPath) -> str:
     return restore_slashes(point_id)
 
 
-def _other(other: Annotated[str, Path(description="The grantee tenant, percent-encoded.")]) -> str:
+async def _other(other: _OtherPath) -> str:
     return restore_slashes(other)
 
 

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     query_threads: int = Field(
         8, ge=1, description="Worker threads for requests (search releases the GIL in numpy)."
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="uvicorn's event loop. uvloop measured faster here (docs/benchmarks.md, "
+        "Serving).",
+    )
+    http_parser: Literal["httptools", "h11"] = Field(
+        "httptools",
+        description="uvicorn's HTTP/1.1 parser. httptools measured faster here "
+        "(docs/benchmarks.md, Serving).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )

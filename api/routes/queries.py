@@ -3,54 +3,66 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import CollectionDep, OrjsonRoute, TenantDep
 from api.models.queries import (
     AdminQueryRequest,
     BatchQueryRequest,
     BatchQueryResponse,
-    HitOut,
-    PlanOut,
     QueryRequest,
     QueryResponse,
 )
+from server.collection import Collection
 from server.model import QueryResult
+
+JSON = "application/json"
 
 router = APIRouter(prefix="/v1/collections/{collection}", tags=["queries"], route_class=OrjsonRoute)
 
 
-def _response(result: QueryResult, explain: bool) -> QueryResponse:
-    hits = [
-        HitOut(
-            id=hit.point_id,
-            owner=hit.owner,
-            distance=hit.distance,
-            attributes=hit.attributes,
-            vector=None if hit.vector is None else hit.vector.tolist(),
-        )
-        for hit in result.hits
-    ]
-    plan = result.plan
-    plan_out = PlanOut(
-        strategy=plan.strategy,
-        chosen=plan.chosen,
-        fallback=plan.fallback,
-        candidates=plan.candidates,
-        estimates_us=plan.estimates_us,
-        nodes_visited=plan.nodes_visited,
-        shortlists_scanned=plan.shortlists_scanned,
-        distances_computed=plan.distances_computed,
-        timings_ms=plan.timings_ms,
-    )
-    return QueryResponse(results=hits, plan=plan_out if explain else None)
+def _result(result: QueryResult, explain: bool) -> dict[str, Any]:
+    """A `QueryResponse` as plain data: encoded by orjson straight away, without building
+    and re-validating response models on the hot path (the OpenAPI schema still declares
+    `QueryResponse`; tests/api check the shape)."""
+    hits = []
+    for hit in result.hits:
+        out: dict[str, Any] = {"id": hit.point_id, "owner": hit.owner, "distance": hit.distance}
+        if hit.attributes is not None:
+            out["attributes"] = hit.attributes
+        if hit.vector is not None:
+            out["vector"] = hit.vector
+        hits.append(out)
+    body: dict[str, Any] = {"results": hits}
+    if explain:
+        plan = result.plan
+        body["plan"] = {
+            "strategy": plan.strategy,
+            "chosen": plan.chosen,
+            "fallback": plan.fallback,
+            "candidates": plan.candidates,
+            "estimates_us": plan.estimates_us,
+            "nodes_visited": plan.nodes_visited,
+            "shortlists_scanned": plan.shortlists_scanned,
+            "distances_computed": plan.distances_computed,
+            "timings_ms": plan.timings_ms,
+        }
+    return body
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
 
 
 @router.post(
     "/tenants/{tenant}/query",
+    response_model=QueryResponse,
     summary="Nearest points among those the tenant can read",
 )
-def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> QueryResponse:
+async def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> Response:
+    # On the event loop: one query is a fraction of a millisecond of work, less than a
+    # hand-off to a worker thread costs (bench/serving.py, docs/benchmarks.md "Serving").
     [result] = collection.query(
         tenant,
         [body.vector],
@@ -62,16 +74,22 @@ def query(body: QueryRequest, collection: CollectionDep, tenant: TenantDep) -> Q
         raw_filter=body.filter,
         strategy=body.strategy,
     )
-    return _response(result, body.explain)
+    return _json(_result(result, body.explain))
 
 
 @router.post(
     "/tenants/{tenant}/query/batch",
+    response_model=BatchQueryResponse,
     summary="Several queries in one request (exact ones with equal options: one matrix product)",
 )
-def query_batch(
+async def query_batch(
     body: BatchQueryRequest, collection: CollectionDep, tenant: TenantDep
-) -> BatchQueryResponse:
+) -> Response:
+    # Up to 100 queries: worth a worker thread, so the event loop keeps serving meanwhile.
+    return _json(await run_in_threadpool(_run_batch, body, collection, tenant))
+
+
+def _run_batch(body: BatchQueryRequest, collection: Collection, tenant: str) -> dict[str, Any]:
     # Queries with equal options share one plan (and an exact scan, one matrix product).
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, q in enumerate(body.queries):
@@ -85,7 +103,7 @@ def query_batch(
             orjson.dumps(q.filter, option=orjson.OPT_SORT_KEYS),
         )
         groups.setdefault(key, []).append(i)
-    responses: list[QueryResponse | None] = [None] * len(body.queries)
+    responses: list[dict[str, Any] | None] = [None] * len(body.queries)
     for (k, attributes, vector, exact, ef, strategy, _), indexes in groups.items():
         first = body.queries[indexes[0]]
         vectors = [body.queries[i].vector for i in indexes]
@@ -104,16 +122,19 @@ def query_batch(
             filter_path=f"queries[{indexes[0]}].filter",
         )
         for i, result in zip(indexes, results, strict=True):
-            responses[i] = _response(result, body.queries[i].explain)
-    return BatchQueryResponse(queries=[r for r in responses if r is not None])
+            responses[i] = _result(result, body.queries[i].explain)
+    return {"queries": [r for r in responses if r is not None]}
 
 
 @router.post(
     "/query",
+    response_model=QueryResponse,
     summary="Admin: nearest points across all tenants, or the ones listed",
 )
-def admin_query(body: AdminQueryRequest, collection: CollectionDep) -> QueryResponse:
-    [result] = collection.admin_query(
+async def admin_query(body: AdminQueryRequest, collection: CollectionDep) -> Response:
+    # A scan over every point can take milliseconds: on a worker thread.
+    [result] = await run_in_threadpool(
+        collection.admin_query,
         [body.vector],
         body.k,
         body.tenants,
@@ -124,4 +145,4 @@ def admin_query(body: AdminQueryRequest, collection: CollectionDep) -> QueryResp
         raw_filter=body.filter,
         strategy=body.strategy,
     )
-    return _response(result, body.explain)
+    return _json(_result(result, body.explain))
