@@ -252,7 +252,12 @@ def errors(predicted: np.ndarray, measured: np.ndarray) -> str:
     )
 
 
-def distance_notes(unfiltered: list[Config], dpe: float) -> list[str]:
+def curator_distances(scale: float, ef: float, readable: float) -> float:
+    """The planner's model of an unfiltered Curator search's distances."""
+    return scale * max(ef, K) ** 0.25 * np.sqrt(readable)
+
+
+def distance_notes(unfiltered: list[Config], scale: float) -> list[str]:
     """Measured distances of unfiltered Curator searches by ef and tenant, against the model."""
     notes = []
     for ef in EFS:
@@ -262,11 +267,8 @@ def distance_notes(unfiltered: list[Config], dpe: float) -> list[str]:
             continue
         d = np.array([c.d for c in at])
         measured = ", ".join(f"{c.d:,.0f} ({int(c.features['readable']):,})" for c in at)
-        model = dpe * max(ef, K)
-        notes.append(
-            f"  ef {ef}: measured D (readable) {measured}; model {model:,.0f}: "
-            + errors(model * np.ones(len(d)), d)
-        )
+        model = np.array([curator_distances(scale, ef, c.features["readable"]) for c in at])
+        notes.append(f"  ef {ef}: measured D (readable) {measured}; model: " + errors(model, d))
     return notes
 
 
@@ -313,13 +315,17 @@ def fit(
     near = [
         c for c in unfiltered if c.features["ef"] == settings.ef and c.features["readable"] >= big
     ]
-    efs = np.array([max(c.features["ef"], K) for c in near], dtype=float)
+    # The model: D = scale * ef**0.25 * sqrt(readable); fitted over every unfiltered search.
+    near = unfiltered or near
+    shape = np.array(
+        [curator_distances(1.0, c.features["ef"], c.features["readable"]) for c in near]
+    )
     d = np.array([c.d for c in near])
-    dpe = float(np.sum(efs / d) / np.sum(efs**2 / d**2))
-    values["curator_distances_per_ef"] = dpe
+    dpe = float(np.sum(shape / d) / np.sum(shape**2 / d**2))
+    values["curator_distance_scale"] = dpe
     notes.append(
-        f"curator distances per ef, fitted on tenants reading >= {big:,} (those with a graph) "
-        f"at the collection's ef, {settings.ef}: {errors(dpe * efs, d)}"
+        f"curator distance scale (D = scale * ef^0.25 * sqrt(readable)), fitted on every "
+        f"unfiltered search: {errors(dpe * shape, d)}"
     )
     notes += distance_notes(unfiltered, dpe)
 
@@ -461,7 +467,7 @@ def main() -> None:
                 other.close()
             if args.details:
                 print_details(checked)
-            lines = distance_notes(unfiltered_curator(checked), model.curator_distances_per_ef)
+            lines = distance_notes(unfiltered_curator(checked), model.curator_distance_scale)
             print("\nCurator distances, unfiltered:\n" + "\n".join(lines) + "\n")
             print(model_check(other, checked, model))
 

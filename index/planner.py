@@ -7,16 +7,20 @@ estimated in microseconds with constants measured by `python -m bench.calibrate`
 
 - `exact`: scan the candidates: a gather and a dot product per row.
 - `curator`: the tenant's sub-tree, with the filter as a mask inside the traversal. Unfiltered,
-  a search computes about `curator_distances_per_ef * ef` distances; a filter of selectivity
-  `s = n / readable` keeps that many matching distances but checks `1/s` times more labels.
+  a search computes about `D = curator_distance_scale * ef**0.25 * sqrt(readable)` distances
+  (the patience stop ends it, so D grows with the tenant, slowly with ef); with a filter of
+  selectivity `s = n / readable` it walks about as many labels (checks) and computes
+  distances for the matching share, never fewer than fill the heap.
 - `tenant_hnsw`, `shared_hnsw`: a graph search post-filtered: fetch `k' = 2k/s` (s: the share
-  of the graph's points that are candidates) with `ef' = max(ef, k')`, plus an exact scan of
-  the candidates the graph has not caught up with yet (`pending`). Not offered once `k'`
-  passes a quarter of the graph: a scan is cheaper and certain by then.
+  of the graph's points that are candidates) with `ef' = max(ef, k', ef_floor)`, plus an
+  exact scan of the candidates the graph has not caught up with yet (`pending`). Not offered
+  once `k'` passes a quarter of the graph: a scan is cheaper and certain by then. `ef_floor`
+  comes from the graph's recall self-check at build (`HnswGraph.calibrate`); a graph that
+  missed the recall target at every ef tried is estimated but never chosen (only forced).
 
-The cheapest plan wins; `exact` is always possible and is also where every approximate plan
-falls back when it comes back short (the server does that: never fewer than `k` results when
-`k` points match).
+The cheapest plan that keeps recall wins; `exact` is always possible and is also where every
+approximate plan falls back when it comes back short (the server does that: never fewer than
+`k` results when `k` points match).
 """
 
 from __future__ import annotations
@@ -46,7 +50,10 @@ class CostModel:
     curator_fixed_us: float = 0.0  # the fit puts it all on the distances
     curator_distance_dim_ns: float = 0.569
     curator_check_ns: float = 6.79  # a label looked up in the mask
-    curator_distances_per_ef: float = 20.9  # tenants with a graph (7k-10k points) at ef 128
+    # Distances an unfiltered search computes: scale * ef**0.25 * sqrt(readable). Measured
+    # (bench.calibrate --details): 916 at 1k points, 2,675 at 10k, 4,903 at 28k, at ef 128;
+    # growing like ef**0.25 (the patience stop, not ef, ends most searches).
+    curator_distance_scale: float = 8.4
     graph_fixed_us: float = 217.0
     graph_ef_dim_ns: float = 6.25  # per unit of ef and dimension (about M distances each)
     postfilter_fetch_ns: float = 0.0  # per label fetched: nothing beyond max(ef, fetch) itself
@@ -56,6 +63,8 @@ class CostModel:
 class GraphShape:
     size: int  # labels the graph answers with
     pending: int  # labels changed since the graph last caught up
+    ef_floor: int = 0  # the least ef that met the recall target in the graph's self-check
+    meets_recall: bool = True  # False: no ef tried reached the target; chosen only if forced
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ class Plan:
     estimates_us: dict[str, float] = field(default_factory=dict)
     fetch: int = 0  # graph plans: labels fetched in the first round
     ef: int = 0
+    meets_recall: bool = True
 
 
 def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
@@ -93,9 +103,11 @@ def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
             priced = _graph_cost(s, graph, model)
             if priced is not None:
                 costs[name], fetch, ef = priced
-                plans[name] = Plan(name, fetch=fetch, ef=ef)
+                plans[name] = Plan(name, fetch=fetch, ef=ef, meets_recall=graph.meets_recall)
     rounded = {name: round(cost, 1) for name, cost in costs.items()}
-    return {name: Plan(p.strategy, rounded, p.fetch, p.ef) for name, p in plans.items()}
+    return {
+        name: Plan(p.strategy, rounded, p.fetch, p.ef, p.meets_recall) for name, p in plans.items()
+    }
 
 
 def choose(situation: Situation, model: CostModel, force: str | None = None) -> Plan:
@@ -104,14 +116,18 @@ def choose(situation: Situation, model: CostModel, force: str | None = None) -> 
     if force is not None:
         return plans[force]
     costs = plans[EXACT].estimates_us
-    return plans[min(costs, key=lambda name: (costs[name], STRATEGIES.index(name)))]
+    eligible = [name for name in costs if plans[name].meets_recall]
+    return plans[min(eligible, key=lambda name: (costs[name], STRATEGIES.index(name)))]
 
 
 def _curator_cost(s: Situation, model: CostModel) -> float:
     selectivity = s.candidates / max(1, s.readable)
-    unfiltered = model.curator_distances_per_ef * max(s.ef, s.k)
-    distances = min(s.candidates, unfiltered)
-    checks = min(s.readable, unfiltered / max(selectivity, 1e-9))
+    ef = max(s.ef, s.k)
+    unfiltered = model.curator_distance_scale * ef**0.25 * math.sqrt(s.readable)
+    # Measured with filters of 5-50%: the traversal walks about as many labels as unfiltered
+    # and computes distances for the matching share, but never fewer than fill the heap.
+    distances = min(s.candidates, max(selectivity * unfiltered, ef))
+    checks = min(s.readable, max(unfiltered, ef / max(selectivity, 1e-9)))
     cost = (
         model.curator_fixed_us
         + model.curator_distance_dim_ns * s.dim * distances / 1e3
@@ -127,7 +143,7 @@ def _graph_cost(s: Situation, graph: GraphShape, model: CostModel) -> tuple[floa
     fetch = s.k if selectivity >= 0.999 else math.ceil(_OVERFETCH * s.k / selectivity)
     if fetch > graph.size / 4 and selectivity < 0.999:
         return None
-    ef = max(s.ef, fetch)
+    ef = max(s.ef, fetch, graph.ef_floor)
     pending = min(graph.pending, s.candidates)
     cost = (
         model.graph_fixed_us

@@ -228,6 +228,9 @@ class GraphHost:
                     not self._building
                     and not self._due(force=True)
                     and not any(g.pending for g in self.graphs.values())
+                    and not any(
+                        len(g.members) >= 2 * max(g.checked_size, 1) for g in self.graphs.values()
+                    )
                 )
             if idle:
                 return True
@@ -241,6 +244,7 @@ class GraphHost:
             self._wake.clear()
             try:
                 self._drain()
+                self._recheck_grown()
                 key = self._due()
                 if key is not None and not self._stopped.is_set():
                     self._build(key)
@@ -278,6 +282,28 @@ class GraphHost:
                     graph.pending = graph.pending - (chunk - graph.touched)
                 applied = self._applied_since_snapshot.get(key, 0)
                 self._applied_since_snapshot[key] = applied + len(chunk)
+
+    def _recheck_grown(self) -> None:
+        """Re-run a graph's recall self-check once it has doubled since the last one (the
+        shared graph is built at its threshold and grows by upkeep: recall falls as it grows)."""
+        collection = self._collection
+        for key, graph in list(self.graphs.items()):
+            if graph.pending or len(graph.members) < 2 * max(graph.checked_size, 1):
+                continue
+            with collection.read_lock():
+                labels = bitmap_labels(graph.members)
+                vectors = collection.arena.rows(labels)
+            graph.calibrate(labels, vectors, self.settings.ef)
+            log.info(
+                "collection %s: graph %s rechecked at %d points: recall@10 %.3f at ef %d",
+                collection.name,
+                key,
+                len(labels),
+                graph.recall,
+                graph.ef_floor,
+            )
+            if self._stopped.is_set():
+                return
 
     def _members(self, key: GraphKey) -> np.ndarray:
         """The labels graph `key` should hold now; caller holds the read lock."""
@@ -337,6 +363,7 @@ class GraphHost:
                     return
                 part = order[start : start + _BUILD_CHUNK]
                 graph.add(labels[part], vectors[part])
+            graph.calibrate(labels, vectors, self.settings.ef)
             with collection.read_lock():
                 graph.pending = self._building.pop(key)
                 if key != SHARED and key not in collection.tenants.name_of:
@@ -348,11 +375,13 @@ class GraphHost:
             self._building.pop(key, None)
         self.builds += 1
         log.info(
-            "collection %s: graph %s built over %d points in %.1f s",
+            "collection %s: graph %s built over %d points in %.1f s; recall@10 %.3f at ef %d",
             collection.name,
             key,
             len(labels),
             time.perf_counter() - started,
+            graph.recall,
+            graph.ef_floor,
         )
         self._snapshot(key)
 
@@ -412,6 +441,8 @@ class GraphHost:
         return {
             "shared_graph": shared is not None,
             "shared_graph_points": len(shared.members) if shared is not None else 0,
+            "shared_graph_recall": round(shared.recall, 3) if shared is not None else 0.0,
+            "shared_graph_ef_floor": shared.ef_floor if shared is not None else 0,
             "tenant_graphs": len(tenant_graphs),
             "pending": sum(len(g.pending) for g in self.graphs.values()),
             "building": bool(self._building),

@@ -188,7 +188,9 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
 def _shape(graph: HnswGraph | None) -> planner.GraphShape | None:
     if graph is None:
         return None
-    return planner.GraphShape(len(graph.members), len(graph.pending))
+    return planner.GraphShape(
+        len(graph.members), len(graph.pending), graph.ef_floor, graph.meets_recall
+    )
 
 
 def _exact(collection: Collection, matrix: np.ndarray, scope: Scope, k: int) -> list[TopK]:
