@@ -65,7 +65,7 @@ def test_at_most_k_candidates_only_exact_is_offered(candidates: int) -> None:
     assert choose(situation(candidates), MODEL).strategy == EXACT
 
 
-@pytest.mark.parametrize("candidates", [11, 50, 200, 1000])
+@pytest.mark.parametrize("candidates", [11, 50, 200])
 def test_small_candidate_sets_are_scanned_exactly(candidates: int) -> None:
     plan = choose(situation(candidates), MODEL)
     assert plan.strategy == EXACT, plan.estimates_us
@@ -207,16 +207,18 @@ def test_exact_estimate_grows_with_candidates_and_dimension() -> None:
     assert narrow < estimate(situation(10_000), MODEL)[EXACT].estimates_us[EXACT]
 
 
-def test_a_filtered_curator_search_is_estimated_dearer_than_an_unfiltered_one() -> None:
-    """A filter adds the mask and the labels checked beside the matching ones. (Between two
-    filters the order depends on the calibrated constants: the mask costs per candidate.)"""
+def test_a_filtered_curator_search_computes_the_matching_share_of_its_distances() -> None:
+    """As measured (bench.calibrate): with a filter the traversal walks about as far and
+    computes distances only for matching labels, so it is estimated cheaper than unfiltered,
+    but never below the mask it has to build."""
     costs = [
         estimate(situation(n, tenant_graph=None, shared_graph=None), MODEL)[CURATOR].estimates_us[
             CURATOR
         ]
         for n in (BIG, 20_000, 5_000, 1_000)
     ]
-    assert all(cost > costs[0] for cost in costs[1:]), costs
+    assert all(cost < costs[0] for cost in costs[1:]), costs
+    assert all(cost > MODEL.mask_fixed_us for cost in costs[1:]), costs
 
 
 def test_estimates_are_positive_and_rounded() -> None:

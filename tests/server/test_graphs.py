@@ -246,6 +246,8 @@ def test_graphs_appear_in_the_collection_state(world: World) -> None:
     assert graphs == {
         "shared_graph": False,
         "shared_graph_points": 0,
+        "shared_graph_recall": 0.0,
+        "shared_graph_ef_floor": 0,
         "tenant_graphs": 0,
         "pending": 0,
         "building": False,
