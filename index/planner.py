@@ -25,6 +25,7 @@ approximate plan falls back when it comes back short (the server does that: neve
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -75,6 +76,7 @@ class Situation:
     candidates: int  # n: exact
     readable: int  # the scope before the filter (the tenant's readable set, or all points)
     curator: bool = False  # the Curator is trained (tenant queries only)
+    curator_meets_recall: bool = True  # False: estimated, but chosen only when forced
     tenant_graph: GraphShape | None = None
     shared_graph: GraphShape | None = None
 
@@ -86,6 +88,7 @@ class Plan:
     fetch: int = 0  # graph plans: labels fetched in the first round
     ef: int = 0
     meets_recall: bool = True
+    below_recall: tuple[str, ...] = ()  # plans estimated but not chosen: they miss recall
 
 
 def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
@@ -96,7 +99,7 @@ def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
     if s.candidates > s.k:
         if s.curator:
             costs[CURATOR] = _curator_cost(s, model)
-            plans[CURATOR] = Plan(CURATOR, ef=s.ef)
+            plans[CURATOR] = Plan(CURATOR, ef=s.ef, meets_recall=s.curator_meets_recall)
         for name, graph in ((TENANT_HNSW, s.tenant_graph), (SHARED_HNSW, s.shared_graph)):
             if graph is None or graph.size == 0:
                 continue
@@ -113,11 +116,13 @@ def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
 def choose(situation: Situation, model: CostModel, force: str | None = None) -> Plan:
     """The cheapest plan, or `force` if it is available; raises KeyError if it is not."""
     plans = estimate(situation, model)
+    below = tuple(name for name, plan in plans.items() if not plan.meets_recall)
     if force is not None:
-        return plans[force]
+        return dataclasses.replace(plans[force], below_recall=below)
     costs = plans[EXACT].estimates_us
     eligible = [name for name in costs if plans[name].meets_recall]
-    return plans[min(eligible, key=lambda name: (costs[name], STRATEGIES.index(name)))]
+    best = min(eligible, key=lambda name: (costs[name], STRATEGIES.index(name)))
+    return dataclasses.replace(plans[best], below_recall=below)
 
 
 def _curator_cost(s: Situation, model: CostModel) -> float:

@@ -112,6 +112,7 @@ class QueryPlan:
     estimates_us: dict[str, float] = field(default_factory=dict)  # every plan considered
     chosen: str = ""  # the planner's choice
     fallback: bool = False  # the chosen plan came back short and an exact scan answered
+    below_recall: list[str] = field(default_factory=list)  # estimated, not eligible
 
 
 @dataclass(slots=True)

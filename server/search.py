@@ -152,6 +152,7 @@ def run_queries(
                     estimates_us=plan.estimates_us,
                     chosen=plan.strategy,
                     fallback=i in fallbacks,
+                    below_recall=list(plan.below_recall),
                 ),
             )
         )
@@ -176,10 +177,14 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
         dim=collection.config.dim,
         candidates=len(scope.candidates),
         readable=scope.readable,
-        # Below the floor a tenant is never worth the Curator (and has few pairs in it).
+        # Below the floor a tenant is never worth the Curator (and has few pairs in it). A
+        # tenant with a graph that keeps recall is served by it instead: on tenants that
+        # large the Curator's patience stop caps recall near 0.90 at the default ef
+        # (bench.planner), under the 0.95 every approximate plan must keep.
         curator=curator is not None
         and scope.tenant is not None
         and scope.readable >= collection.config.index.curator_min_tenant_points,
+        curator_meets_recall=tenant_graph is None or not tenant_graph.meets_recall,
         tenant_graph=_shape(tenant_graph),
         shared_graph=_shape(graphs.shared()),
     )

@@ -70,6 +70,11 @@ class PlanOut(BaseModel):
     estimates_us: dict[str, float] = Field(
         description="Estimated cost in microseconds of every plan the planner considered."
     )
+    below_recall: list[str] = Field(
+        description="Plans estimated but not eligible: their measured recall@10 is under 0.95 "
+        "(a graph that missed it in its self-check; the Curator for a tenant with its own "
+        "graph). They run only when forced with `strategy`."
+    )
     nodes_visited: int = Field(description="Curator tree nodes visited (0 for other plans).")
     shortlists_scanned: int = Field(description="Curator shortlists scanned.")
     distances_computed: int = Field(description="Vector distances computed (graph: about ef).")

@@ -43,6 +43,7 @@ def _result(result: QueryResult, explain: bool) -> dict[str, Any]:
             "fallback": plan.fallback,
             "candidates": plan.candidates,
             "estimates_us": plan.estimates_us,
+            "below_recall": plan.below_recall,
             "nodes_visited": plan.nodes_visited,
             "shortlists_scanned": plan.shortlists_scanned,
             "distances_computed": plan.distances_computed,

@@ -232,7 +232,8 @@ def test_planner_scans_tiny_candidate_sets_and_indexes_broad_ones(
         plan = response["plan"]
         assert plan["chosen"] in expected, (tenant, raw_filter, plan["estimates_us"])
         costs = plan["estimates_us"]
-        assert costs[plan["chosen"]] == min(costs.values()), plan
+        eligible = [cost for name, cost in costs.items() if name not in plan["below_recall"]]
+        assert costs[plan["chosen"]] == min(eligible), plan
         check_answer(response, corpus, vector, mask, f"{tenant} {raw_filter} query {i}")
 
 
@@ -296,8 +297,11 @@ def test_every_selectivity_answers_in_full_and_the_choice_has_recall(
     table = f"\n{tenant}: recall@{K} of the planner's choice by selectivity\n" + "\n".join(lines)
     print(table)
     assert not failing, table
-    # The sweep crossed from scans to indexes, and the indexes were exercised at every size.
-    assert "exact" in chosen_seen and chosen_seen - {"exact"}, table
+    # The sweep starts with scans and, over the whole collection, crosses to an index (a
+    # 2k-point tenant of 32 dims is cheapest to scan at every selectivity).
+    assert "exact" in chosen_seen, table
+    if tenant == ADMIN:
+        assert chosen_seen - {"exact"}, table
     expected_forced = {"exact", "shared_hnsw"} | (
         {"tenant_hnsw", "curator"} if tenant == "big" else set()
     )
