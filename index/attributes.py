@@ -172,8 +172,12 @@ class NumericColumn:
         high: float | None,
         low_inclusive: bool = True,
         high_inclusive: bool = True,
+        within: BitMap | None = None,
     ) -> BitMap:
-        """Labels whose value v satisfies low <(=) v <(=) high (None: unbounded)."""
+        """Labels whose value v satisfies low <(=) v <(=) high (None: unbounded). With
+        `within`, only those labels are wanted: when they are fewer than the range's matches
+        in the whole collection, their own values are compared instead (the dense column is
+        always current), so a broad range inside a small tenant costs the tenant's size."""
         start, stop = 0, len(self._run_values)
         if low is not None:
             side = "left" if low_inclusive else "right"
@@ -181,19 +185,35 @@ class NumericColumn:
         if high is not None:
             side = "right" if high_inclusive else "left"
             stop = int(np.searchsorted(self._run_values, high, side=side))
+        if within is not None and len(within) < stop - start:
+            labels = np.frombuffer((within & self.present).to_array(), dtype=np.uint32)
+            return labels_bitmap(
+                labels[self._in_bounds(labels, low, high, low_inclusive, high_inclusive)]
+            )
         found = labels_bitmap(self._run_labels[start:stop]) if stop > start else BitMap()
         if self.stale:
             found -= self.stale
             changed = np.frombuffer((self.stale & self.present).to_array(), dtype=np.uint32)
             if len(changed):
-                values = self.values[changed]
-                keep = np.ones(len(changed), dtype=bool)
-                if low is not None:
-                    keep &= values >= low if low_inclusive else values > low
-                if high is not None:
-                    keep &= values <= high if high_inclusive else values < high
+                keep = self._in_bounds(changed, low, high, low_inclusive, high_inclusive)
                 found |= labels_bitmap(changed[keep])
         return found
+
+    def _in_bounds(
+        self,
+        labels: np.ndarray,
+        low: float | None,
+        high: float | None,
+        low_inclusive: bool,
+        high_inclusive: bool,
+    ) -> np.ndarray:
+        values = self.values[labels]
+        keep = np.ones(len(labels), dtype=bool)
+        if low is not None:
+            keep &= values >= low if low_inclusive else values > low
+        if high is not None:
+            keep &= values <= high if high_inclusive else values < high
+        return keep
 
 
 _EMPTY = BitMap()

@@ -239,10 +239,10 @@ def evaluate(node: Node, index: AttributeIndex, universe: BitMap) -> BitMap:
         return BitMap.union(BitMap(), *(evaluate(t, index, universe) for t in node.terms))
     if isinstance(node, Not):
         return universe - evaluate(node.term, index, universe)
-    return universe & _match(node, index)
+    return universe & _match(node, index, universe)
 
 
-def _match(node: Node, index: AttributeIndex) -> BitMap:
+def _match(node: Node, index: AttributeIndex, universe: BitMap) -> BitMap:
     if isinstance(node, Exists):
         return index.present(node.field)
     if isinstance(node, ContainsAll):
@@ -263,7 +263,7 @@ def _match(node: Node, index: AttributeIndex) -> BitMap:
                     return BitMap()
                 low, high = bounds
                 low_in = high_in = True
-            return column.between(low, high, low_in, high_in)
+            return column.between(low, high, low_in, high_in, within=universe)
         assert isinstance(node, Equal)
         hits = [
             column.between(v, v)
