@@ -16,6 +16,7 @@ The graph does no I/O: `to_bytes`/`from_bytes` give the server something to pers
 
 from __future__ import annotations
 
+import math
 import pickle
 import threading
 from collections.abc import Callable, Iterator
@@ -26,13 +27,12 @@ import hnswlib
 import numpy as np
 from pyroaring import BitMap
 
+from index import recall
 from index.arena import Metric
 
 _SPACES = {Metric.COSINE: "cosine", Metric.IP: "ip", Metric.L2: "l2"}
-_FORMAT = 2
-RECALL_TARGET = 0.95  # what the planner promises of an approximate plan
+_FORMAT = 3
 _CHECK_TARGET = 0.96  # what the self-check asks of an ef: a margin for sampling error
-_CHECK_SAMPLES = 64
 _CHECK_MULTIPLES = (1, 2, 4, 8)
 
 
@@ -117,6 +117,7 @@ class HnswGraph:
         self.ef_floor = 0  # least ef that met the recall target in `calibrate` (0: unchecked)
         self.recall = 1.0  # leave-one-out recall@10 measured there at `ef_floor`
         self.checked_size = 0  # members when `calibrate` last ran
+        self.recall_by_band: dict[float, float] | None = None  # None: too small to check
         self._gate = _Gate()
         self._index = hnswlib.Index(space=_SPACES[self.metric], dim=dim)
         self._index.init_index(
@@ -176,36 +177,35 @@ class HnswGraph:
         return labels[0].astype(np.int64), distances.astype(np.float32)
 
     def calibrate(self, labels: np.ndarray, vectors: np.ndarray, ef: int, k: int = 10) -> None:
-        """Measure recall@k on this graph and set `ef_floor` to the least of `ef` x (1, 2, 4,
-        8) that reaches the target. Leave-one-out: sampled members are the queries, and each
-        is dropped from its own answers. Some data (many near-equal distances, high intrinsic
-        dimension) keeps a graph below the target at every ef; then `recall` says so and the
-        planner does not choose the graph."""
-        count = len(labels)
-        self.checked_size = count
-        if count <= 4 * k:
-            self.ef_floor, self.recall = ef, 1.0
+        """Measure this graph's recall (`index.recall`): `ef_floor` becomes the least of `ef`
+        x (1, 2, 4, 8) whose unfiltered recall@k reaches 0.96 (8x if none does), then
+        `recall_by_band` holds the post-filtered recall at that ef for every selectivity band.
+        Some data (many near-equal distances, high intrinsic dimension) keeps a graph below
+        the target; the planner then leaves it out for the bands that miss."""
+        self.checked_size = len(labels)
+        check = recall.prepare(labels, vectors, self.metric, k, self.params.seed)
+        if check is None:
+            self.ef_floor, self.recall, self.recall_by_band = ef, 1.0, None
             return
-        rng = np.random.default_rng(self.params.seed)
-        picks = rng.choice(count, size=min(_CHECK_SAMPLES, count), replace=False)
-        truth = _exact_neighbours(vectors, vectors[picks], k + 1, self.metric)
-        expected = [
-            set(labels[row[row != pick][:k]].tolist())
-            for row, pick in zip(truth, picks.tolist(), strict=True)
-        ]
+
+        def answer(row: int, band: float, mask: np.ndarray) -> np.ndarray:
+            fetch = k + 1 if band >= 1.0 else math.ceil(2 * k / band) + 1
+            got, _ = self.search(vectors[row], fetch, max(self.ef_floor, fetch))
+            return got[mask[got]]
+
         for multiple in _CHECK_MULTIPLES:
             self.ef_floor = ef * multiple
-            found = 0
-            for pick, wanted in zip(picks.tolist(), expected, strict=True):
-                got, _ = self.search(vectors[pick], k + 1, self.ef_floor)
-                found += len(set(got[got != labels[pick]][:k].tolist()) & wanted)
-            self.recall = found / (k * len(picks))
+            self.recall = recall.measure(check, answer, k, bands=(1.0,))[1.0]
             if self.recall >= _CHECK_TARGET:
-                return
+                break
+        self.recall_by_band = recall.measure(check, answer, k)
 
     @property
     def meets_recall(self) -> bool:
-        return self.recall >= RECALL_TARGET
+        return self.meets_recall_at(1.0)
+
+    def meets_recall_at(self, selectivity: float) -> bool:
+        return recall.meets(self.recall_by_band, selectivity)
 
     @property
     def slots(self) -> int:
@@ -232,6 +232,7 @@ class HnswGraph:
                 self._index,
                 self.ef_floor,
                 self.recall,
+                self.recall_by_band,
             )
             return pickle.dumps(
                 (state, self.members.serialize(), self.tombstones.serialize()),
@@ -244,34 +245,15 @@ class HnswGraph:
         version = state[0]
         if version != _FORMAT:
             raise ValueError(f"graph format {version}, expected {_FORMAT}")
-        _, dim, metric, params, index, ef_floor, recall = state
+        _, dim, metric, params, index, ef_floor, unfiltered, by_band = state
         graph = cls.__new__(cls)
         graph.dim, graph.metric, graph.params = dim, Metric(metric), params
         graph.members = BitMap.deserialize(members)
         graph.tombstones = BitMap.deserialize(tombstones)
         graph.pending = BitMap()
         graph.touched = BitMap()
-        graph.ef_floor, graph.recall = ef_floor, recall
+        graph.ef_floor, graph.recall, graph.recall_by_band = ef_floor, unfiltered, by_band
         graph.checked_size = len(graph.members)
         graph._gate = _Gate()
         graph._index = index
         return graph
-
-
-def _exact_neighbours(
-    vectors: np.ndarray, queries: np.ndarray, k: int, metric: Metric
-) -> np.ndarray:
-    """Row indices of each query's `k` nearest vectors, nearest first (for ranking only)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    queries = np.asarray(queries, dtype=np.float32)
-    if metric is Metric.COSINE:
-        norms = np.linalg.norm(vectors, axis=1)
-        scores = -(queries @ vectors.T) / np.maximum(norms, 1e-30)[None, :]
-    elif metric is Metric.IP:
-        scores = -(queries @ vectors.T)
-    else:
-        scores = np.einsum("ij,ij->i", vectors, vectors)[None, :] - 2.0 * (queries @ vectors.T)
-    k = min(k, vectors.shape[0])
-    part = np.argpartition(scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)
-    return np.take_along_axis(part, order, axis=1)

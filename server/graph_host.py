@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pyroaring import BitMap
 
+from index import recall
 from index.hnsw import GraphParams, HnswGraph
 from index.tenants import bitmap_labels
 from server import graph_files
@@ -72,6 +73,7 @@ class GraphHost:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self.builds = 0
+        self.curator_recall: dict[int, dict[float, float]] = {}  # tenant -> recall by band
         self._tenants_checked = 0.0
 
     @property
@@ -110,6 +112,7 @@ class GraphHost:
 
     def tenant_deleted(self, number: int) -> None:
         self.graphs.pop(number, None)
+        self.curator_recall.pop(number, None)
         self._building.pop(number, None)
         self._snapshot_seq.pop(number, None)
         if self._directory is not None:
@@ -229,7 +232,8 @@ class GraphHost:
                     and not self._due(force=True)
                     and not any(g.pending for g in self.graphs.values())
                     and not any(
-                        len(g.members) >= 2 * max(g.checked_size, 1) for g in self.graphs.values()
+                        len(g.members) >= 2 * max(g.checked_size, 1) or self._curator_unchecked(k)
+                        for k, g in self.graphs.items()
                     )
                 )
             if idle:
@@ -288,12 +292,15 @@ class GraphHost:
         shared graph is built at its threshold and grows by upkeep: recall falls as it grows)."""
         collection = self._collection
         for key, graph in list(self.graphs.items()):
-            if graph.pending or len(graph.members) < 2 * max(graph.checked_size, 1):
+            grown = len(graph.members) >= 2 * max(graph.checked_size, 1)
+            if graph.pending or not (grown or self._curator_unchecked(key)):
                 continue
             with collection.read_lock():
                 labels = bitmap_labels(graph.members)
                 vectors = collection.arena.rows(labels)
-            graph.calibrate(labels, vectors, self.settings.ef)
+            if grown:
+                graph.calibrate(labels, vectors, self.settings.ef)
+            self._check_curator(key, labels, vectors)
             log.info(
                 "collection %s: graph %s rechecked at %d points: recall@10 %.3f at ef %d",
                 collection.name,
@@ -304,6 +311,42 @@ class GraphHost:
             )
             if self._stopped.is_set():
                 return
+
+    def _curator_unchecked(self, key: GraphKey) -> bool:
+        """A tenant graph whose Curator recall is not measured yet (after a restart, or the
+        Curator trained after the graph was built)."""
+        trained = self._collection.curator.curator is not None
+        return key != SHARED and trained and key not in self.curator_recall
+
+    def _check_curator(self, key: GraphKey, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """For a tenant with a graph, measure the Curator's recall on it by selectivity band
+        (`index.recall`): big tenants are where its patience stop can cap recall, and the
+        planner chooses it there only in the bands that keep the target."""
+        collection = self._collection
+        curator = collection.curator.curator
+        if key == SHARED or curator is None:
+            return
+        check = recall.prepare(labels, vectors, collection.config.metric)
+        if check is None:
+            self.curator_recall[key] = dict.fromkeys(recall.BANDS, 1.0)  # small: exact-like
+            return
+        settings = self.settings
+        with collection.read_lock():  # the search reads arena rows in place
+            capacity = len(collection.arena.norms_sq)
+            padded = {}
+            for band, mask in check.masks.items():
+                full = np.zeros(capacity, dtype=np.bool_)
+                full[: len(mask)] = mask[:capacity]
+                padded[band] = full
+
+            def answer(row: int, band: float, _: np.ndarray) -> np.ndarray:
+                allowed = None if band >= 1.0 else padded[band]
+                top, _stats = curator.search(
+                    vectors[row], key, 11, settings.ef, allowed=allowed, patience=settings.patience
+                )
+                return top.labels
+
+            self.curator_recall[key] = recall.measure(check, answer)
 
     def _members(self, key: GraphKey) -> np.ndarray:
         """The labels graph `key` should hold now; caller holds the read lock."""
@@ -364,6 +407,7 @@ class GraphHost:
                 part = order[start : start + _BUILD_CHUNK]
                 graph.add(labels[part], vectors[part])
             graph.calibrate(labels, vectors, self.settings.ef)
+            self._check_curator(key, labels, vectors)
             with collection.read_lock():
                 graph.pending = self._building.pop(key)
                 if key != SHARED and key not in collection.tenants.name_of:

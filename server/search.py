@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from index import planner
+from index import planner, recall
 from index.arena import TopK
 from index.attributes import labels_bitmap
 from index.filters import MATCH_ALL, And, FilterError, Node, Not, Or, compile_filter, evaluate
@@ -171,31 +171,36 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
     graphs = collection.graphs
     tenant_graph = None if scope.tenant is None else graphs.tenant(scope.tenant)
     curator = collection.curator.curator
+    n = len(scope.candidates)
     return planner.Situation(
         k=k,
         ef=ef,
         dim=collection.config.dim,
         candidates=len(scope.candidates),
         readable=scope.readable,
-        # Below the floor a tenant is never worth the Curator (and has few pairs in it). A
-        # tenant with a graph that keeps recall is served by it instead: on tenants that
-        # large the Curator's patience stop caps recall near 0.90 at the default ef
-        # (bench.planner), under the 0.95 every approximate plan must keep.
+        # Below the floor a tenant is never worth the Curator (and has few pairs in it). On a
+        # tenant big enough for its own graph the Curator's patience stop can cap recall
+        # (about 0.90 unfiltered on bench.planner's tenants): its recall there is measured
+        # per selectivity band when the graph is built, and it is chosen only where it keeps
+        # the target.
         curator=curator is not None
         and scope.tenant is not None
         and scope.readable >= collection.config.index.curator_min_tenant_points,
-        curator_meets_recall=tenant_graph is None or not tenant_graph.meets_recall,
-        tenant_graph=_shape(tenant_graph),
-        shared_graph=_shape(graphs.shared()),
+        curator_meets_recall=scope.tenant is None
+        or recall.meets(graphs.curator_recall.get(scope.tenant), n / max(1, scope.readable)),
+        tenant_graph=_shape(tenant_graph, n),
+        shared_graph=_shape(graphs.shared(), n),
     )
 
 
-def _shape(graph: HnswGraph | None) -> planner.GraphShape | None:
+def _shape(graph: HnswGraph | None, candidates: int) -> planner.GraphShape | None:
+    """The graph as the planner sees it; whether it keeps recall depends on the share of
+    its points that are candidates (a narrower filter is post-filtered from a larger fetch)."""
     if graph is None:
         return None
-    return planner.GraphShape(
-        len(graph.members), len(graph.pending), graph.ef_floor, graph.meets_recall
-    )
+    size = len(graph.members)
+    meets = graph.meets_recall_at(candidates / max(1, size))
+    return planner.GraphShape(size, len(graph.pending), graph.ef_floor, meets)
 
 
 def _exact(collection: Collection, matrix: np.ndarray, scope: Scope, k: int) -> list[TopK]:
