@@ -71,9 +71,9 @@ class PlanOut(BaseModel):
         description="Estimated cost in microseconds of every plan the planner considered."
     )
     below_recall: list[str] = Field(
-        description="Plans estimated but not eligible: their measured recall@10 is under 0.95 "
-        "(a graph that missed it in its self-check; the Curator for a tenant with its own "
-        "graph). They run only when forced with `strategy`."
+        description="Plans estimated but not eligible: their measured recall@10 in this "
+        "query's selectivity band is under 0.95 (a graph's self-check; the Curator's, on "
+        "tenants with a graph). They run only when forced with `strategy`."
     )
     nodes_visited: int = Field(description="Curator tree nodes visited (0 for other plans).")
     shortlists_scanned: int = Field(description="Curator shortlists scanned.")
