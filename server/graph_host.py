@@ -326,9 +326,7 @@ class GraphHost:
         curator = collection.curator.curator
         if key == SHARED or curator is None:
             return
-        # 256 queries (standard error about 0.004): a Curator search costs a fraction of a
-        # millisecond, and its recall on big tenants sits near the target in some bands.
-        check = recall.prepare(labels, vectors, collection.config.metric, samples=256)
+        check = recall.prepare(labels, vectors, collection.config.metric)
         if check is None:
             self.curator_recall[key] = dict.fromkeys(recall.BANDS, 1.0)  # small: exact-like
             return
