@@ -176,21 +176,31 @@ class HnswGraph:
             distances = np.sqrt(np.maximum(distances, 0.0))
         return labels[0].astype(np.int64), distances.astype(np.float32)
 
-    def calibrate(self, labels: np.ndarray, vectors: np.ndarray, ef: int, k: int = 10) -> None:
+    def calibrate(
+        self,
+        labels: np.ndarray,
+        vectors: np.ndarray,
+        ef: int,
+        k: int = 10,
+        queries: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """Measure this graph's recall (`index.recall`): `ef_floor` becomes the least of `ef`
         x (1, 2, 4, 8) whose unfiltered recall@k reaches 0.96 (8x if none does), then
         `recall_by_band` holds the post-filtered recall at that ef for every selectivity band.
         Some data (many near-equal distances, high intrinsic dimension) keeps a graph below
         the target; the planner then leaves it out for the bands that miss."""
         self.checked_size = len(labels)
-        check = recall.prepare(labels, vectors, self.metric, k, self.params.seed)
+        query_labels, query_vectors = queries if queries is not None else (None, None)
+        check = recall.prepare(
+            labels, vectors, self.metric, k, self.params.seed, query_labels, query_vectors
+        )
         if check is None:
             self.ef_floor, self.recall, self.recall_by_band = ef, 1.0, None
             return
 
-        def answer(row: int, band: float, mask: np.ndarray) -> np.ndarray:
+        def answer(i: int, band: float, mask: np.ndarray) -> np.ndarray:
             fetch = k + 1 if band >= 1.0 else math.ceil(2 * k / band) + 1
-            got, _ = self.search(vectors[row], fetch, max(self.ef_floor, fetch))
+            got, _ = self.search(check.queries[i], fetch, max(self.ef_floor, fetch))
             return got[mask[got]]
 
         for multiple in _CHECK_MULTIPLES:

@@ -298,9 +298,10 @@ class GraphHost:
             with collection.read_lock():
                 labels = bitmap_labels(graph.members)
                 vectors = collection.arena.rows(labels)
+                queries = self._sample_queries()
             if grown:
-                graph.calibrate(labels, vectors, self.settings.ef)
-            self._check_curator(key, labels, vectors)
+                graph.calibrate(labels, vectors, self.settings.ef, queries=queries)
+            self._check_curator(key, labels, vectors, queries)
             log.info(
                 "collection %s: graph %s rechecked at %d points: recall@10 %.3f at ef %d",
                 collection.name,
@@ -318,7 +319,21 @@ class GraphHost:
         trained = self._collection.curator.curator is not None
         return key != SHARED and trained and key not in self.curator_recall
 
-    def _check_curator(self, key: GraphKey, labels: np.ndarray, vectors: np.ndarray) -> None:
+    def _sample_queries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Recall-check queries: points of the whole collection, as a tenant's queries come
+        from anywhere (caller holds the read lock)."""
+        live = self._collection.arena.live_labels()
+        rng = np.random.default_rng(len(live))
+        chosen = np.sort(rng.choice(live, size=min(recall.SAMPLES, len(live)), replace=False))
+        return chosen, self._collection.arena.rows(chosen)
+
+    def _check_curator(
+        self,
+        key: GraphKey,
+        labels: np.ndarray,
+        vectors: np.ndarray,
+        queries: tuple[np.ndarray, np.ndarray],
+    ) -> None:
         """For a tenant with a graph, measure the Curator's recall on it by selectivity band
         (`index.recall`): big tenants are where its patience stop can cap recall, and the
         planner chooses it there only in the bands that keep the target."""
@@ -326,7 +341,7 @@ class GraphHost:
         curator = collection.curator.curator
         if key == SHARED or curator is None:
             return
-        check = recall.prepare(labels, vectors, collection.config.metric)
+        check = recall.prepare(labels, vectors, collection.config.metric, 10, 7, *queries)
         if check is None:
             self.curator_recall[key] = dict.fromkeys(recall.BANDS, 1.0)  # small: exact-like
             return
@@ -339,10 +354,15 @@ class GraphHost:
                 full[: len(mask)] = mask[:capacity]
                 padded[band] = full
 
-            def answer(row: int, band: float, _: np.ndarray) -> np.ndarray:
+            def answer(i: int, band: float, _: np.ndarray) -> np.ndarray:
                 allowed = None if band >= 1.0 else padded[band]
                 top, _stats = curator.search(
-                    vectors[row], key, 11, settings.ef, allowed=allowed, patience=settings.patience
+                    check.queries[i],
+                    key,
+                    11,
+                    settings.ef,
+                    allowed=allowed,
+                    patience=settings.patience,
                 )
                 return top.labels
 
@@ -397,6 +417,7 @@ class GraphHost:
         with collection.read_lock():
             labels = self._members(key)
             vectors = collection.arena.rows(labels)
+            queries = self._sample_queries()
             self._building[key] = BitMap()
         try:
             graph = HnswGraph(collection.config.dim, collection.config.metric, self._params())
@@ -406,8 +427,8 @@ class GraphHost:
                     return
                 part = order[start : start + _BUILD_CHUNK]
                 graph.add(labels[part], vectors[part])
-            graph.calibrate(labels, vectors, self.settings.ef)
-            self._check_curator(key, labels, vectors)
+            graph.calibrate(labels, vectors, self.settings.ef, queries=queries)
+            self._check_curator(key, labels, vectors, queries)
             with collection.read_lock():
                 graph.pending = self._building.pop(key)
                 if key != SHARED and key not in collection.tenants.name_of:

@@ -32,17 +32,17 @@ def test_an_exact_answer_has_recall_one_and_a_wrong_one_fails_every_band() -> No
     check = recall.prepare(labels, vectors, Metric.L2)
     assert check is not None
 
-    def exact(row: int, band: float, mask: np.ndarray) -> np.ndarray:
-        keep = check.allowed[band] & (np.arange(len(labels)) != row)
+    def exact(i: int, band: float, mask: np.ndarray) -> np.ndarray:
+        keep = check.allowed[band] & (labels != check.query_labels[i])
         rows = np.flatnonzero(keep)
-        distances = np.linalg.norm(vectors[rows] - vectors[row], axis=1)
+        distances = np.linalg.norm(vectors[rows] - check.queries[i], axis=1)
         found = labels[rows[np.argsort(distances)[:11]]]
         assert mask[found].all()  # the mask and the allowed rows agree
         return found
 
-    def far(row: int, band: float, mask: np.ndarray) -> np.ndarray:
+    def far(i: int, band: float, mask: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(check.allowed[band])
-        distances = np.linalg.norm(vectors[rows] - vectors[row], axis=1)
+        distances = np.linalg.norm(vectors[rows] - check.queries[i], axis=1)
         return labels[rows[np.argsort(-distances)[:10]]]
 
     perfect = recall.measure(check, exact)
@@ -70,3 +70,15 @@ def test_a_graph_measures_itself_per_band_and_survives_persistence() -> None:
     restored = HnswGraph.from_bytes(graph.to_bytes())
     assert restored.recall_by_band == graph.recall_by_band
     assert (restored.ef_floor, restored.recall) == (graph.ef_floor, graph.recall)
+
+
+def test_queries_from_outside_the_members_are_judged_against_the_members() -> None:
+    vectors = clustered(3000)
+    members, outsiders = np.arange(0, 2000), np.arange(2000, 2064)
+    check = recall.prepare(
+        members, vectors[:2000], Metric.L2, query_labels=outsiders, query_vectors=vectors[2000:2064]
+    )
+    assert check is not None and len(check.queries) == 64
+    for i, truth in enumerate(check.expected[1.0]):
+        distances = np.linalg.norm(vectors[:2000] - vectors[2000 + i], axis=1)
+        assert truth == set(np.argsort(distances)[:10].tolist())
