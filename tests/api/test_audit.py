@@ -34,7 +34,9 @@ def test_admin_actions_and_refusals_are_audited_without_secrets(
         quotas = {"quotas": {"max_points": 5}}
         client.patch("/v1/collections/docs/tenants/acme", json=quotas, headers=ADMIN)
         client.delete("/v1/collections/docs", headers=bearer(key))  # denied
-        client.get("/v1/collections", headers=bearer(key[:-1] + "0"))  # auth failure
+        # A wrong secret: the last hex digit changed (a fixed "0" was the key itself 1 in 16).
+        wrong = key[:-1] + ("1" if key.endswith("0") else "0")
+        client.get("/v1/collections", headers=bearer(wrong))  # auth failure
         client.delete(f"/v1/keys/{key_id}", headers=ADMIN)
         client.delete("/v1/collections/docs/tenants/acme", headers=ADMIN)
         client.delete("/v1/collections/docs", headers=ADMIN)
