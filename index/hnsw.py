@@ -210,10 +210,6 @@ class HnswGraph:
                 break
         self.recall_by_band = recall.measure(check, answer, k)
 
-    @property
-    def meets_recall(self) -> bool:
-        return self.meets_recall_at(1.0)
-
     def meets_recall_at(self, selectivity: float) -> bool:
         return recall.meets(self.recall_by_band, selectivity)
 

@@ -15,8 +15,9 @@ estimated in microseconds with constants measured by `python -m bench.calibrate`
   of the graph's points that are candidates) with `ef' = max(ef, k', ef_floor)`, plus an
   exact scan of the candidates the graph has not caught up with yet (`pending`). Not offered
   once `k'` passes a quarter of the graph: a scan is cheaper and certain by then. `ef_floor`
-  comes from the graph's recall self-check at build (`HnswGraph.calibrate`); a graph that
-  missed the recall target at every ef tried is estimated but never chosen (only forced).
+  comes from the graph's recall self-check (`HnswGraph.calibrate`); a graph whose measured
+  recall in the query's selectivity band misses the target is estimated but never chosen
+  (only forced).
 
 The cheapest plan that keeps recall wins; `exact` is always possible and is also where every
 approximate plan falls back when it comes back short (the server does that: never fewer than
@@ -65,7 +66,7 @@ class GraphShape:
     size: int  # labels the graph answers with
     pending: int  # labels changed since the graph last caught up
     ef_floor: int = 0  # the least ef that met the recall target in the graph's self-check
-    meets_recall: bool = True  # False: no ef tried reached the target; chosen only if forced
+    meets_recall: bool = True  # False: misses recall in this query's band; chosen only if forced
 
 
 @dataclass(frozen=True)

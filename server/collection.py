@@ -609,19 +609,9 @@ class Collection:
             readable = self.tenants.readable[number]
             labels = self.tenants.readable_array(number) if node == MATCH_ALL else None
             scope = search.Scope(readable, len(readable), number, labels)
-            scope = search.filtered(scope, node, self)
-            return search.run_queries(
-                self,
-                matrix,
-                k,
-                scope,
-                ef,
-                "exact" if exact else strategy,
-                started,
-                filtering,
-                include_attributes,
-                include_vector,
-            )
+            force = "exact" if exact else strategy
+            timing = (started, filtering, include_attributes, include_vector)
+            return self._answer(matrix, k, scope, node, ef, force, *timing)
 
     def admin_query(
         self,
@@ -649,19 +639,29 @@ class Collection:
                 numbers = [self._tenant_number(t) for t in tenants]
                 union = BitMap.union(BitMap(), *(self.tenants.readable[n] for n in numbers))
                 scope = search.Scope(union, len(union), None)
-            scope = search.filtered(scope, node, self)
-            return search.run_queries(
-                self,
-                matrix,
-                k,
-                scope,
-                ef,
-                "exact" if exact else strategy,
-                started,
-                filtering,
-                include_attributes,
-                include_vector,
-            )
+            force = "exact" if exact else strategy
+            timing = (started, filtering, include_attributes, include_vector)
+            return self._answer(matrix, k, scope, node, ef, force, *timing)
+
+    def _answer(
+        self,
+        matrix: np.ndarray,
+        k: int,
+        scope: search.Scope,
+        node: Any,
+        ef: int | None,
+        force: str | None,
+        started: float,
+        filtering: float,
+        include_attributes: bool,
+        include_vector: bool,
+    ) -> list[QueryResult]:
+        """Filter the scope and run the planned search; caller holds the read lock."""
+        scope = search.filtered(scope, node, self)
+        return search.run_queries(
+            self, matrix, k, scope, ef, force, started, filtering, include_attributes,
+            include_vector,
+        )  # fmt: skip
 
     def _query_matrix(self, queries: list[Any], k: int, paths: list[str] | None) -> np.ndarray:
         validation.top_k(k)
@@ -714,12 +714,6 @@ class Collection:
         )
         worker.start()
         return config
-
-    def wait_indexed(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.indexing and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not self.indexing
 
     def tenant_info(self, tenant: str) -> TenantInfo:
         with self._rw.read():

@@ -231,10 +231,7 @@ class GraphHost:
                     not self._building
                     and not self._due(force=True)
                     and not any(g.pending for g in self.graphs.values())
-                    and not any(
-                        len(g.members) >= 2 * max(g.checked_size, 1) or self._curator_unchecked(k)
-                        for k, g in self.graphs.items()
-                    )
+                    and not any(self._needs_recheck(k, g) for k, g in self.graphs.items())
                 )
             if idle:
                 return True
@@ -292,9 +289,9 @@ class GraphHost:
         shared graph is built at its threshold and grows by upkeep: recall falls as it grows)."""
         collection = self._collection
         for key, graph in list(self.graphs.items()):
-            grown = len(graph.members) >= 2 * max(graph.checked_size, 1)
-            if graph.pending or not (grown or self._curator_unchecked(key)):
+            if graph.pending or not self._needs_recheck(key, graph):
                 continue
+            grown = _grown(graph)
             with collection.read_lock():
                 labels = bitmap_labels(graph.members)
                 vectors = collection.arena.rows(labels)
@@ -312,6 +309,9 @@ class GraphHost:
             )
             if self._stopped.is_set():
                 return
+
+    def _needs_recheck(self, key: GraphKey, graph: HnswGraph) -> bool:
+        return _grown(graph) or self._curator_unchecked(key)
 
     def _curator_unchecked(self, key: GraphKey) -> bool:
         """A tenant graph whose Curator recall is not measured yet (after a restart, or the
@@ -513,3 +513,8 @@ class GraphHost:
             "building": bool(self._building),
             "memory_bytes": self.memory_bytes(),
         }
+
+
+def _grown(graph: HnswGraph) -> bool:
+    """Doubled since its last recall check: recall falls as a graph grows."""
+    return len(graph.members) >= 2 * max(graph.checked_size, 1)
