@@ -611,7 +611,7 @@ class Collection:
             scope = search.Scope(readable, len(readable), number, labels)
             force = "exact" if exact else strategy
             timing = (started, filtering, include_attributes, include_vector)
-            return self._answer(matrix, k, scope, node, ef, force, *timing)
+            return search.run_queries(self, matrix, k, scope, node, ef, force, *timing)
 
     def admin_query(
         self,
@@ -641,27 +641,7 @@ class Collection:
                 scope = search.Scope(union, len(union), None)
             force = "exact" if exact else strategy
             timing = (started, filtering, include_attributes, include_vector)
-            return self._answer(matrix, k, scope, node, ef, force, *timing)
-
-    def _answer(
-        self,
-        matrix: np.ndarray,
-        k: int,
-        scope: search.Scope,
-        node: Any,
-        ef: int | None,
-        force: str | None,
-        started: float,
-        filtering: float,
-        include_attributes: bool,
-        include_vector: bool,
-    ) -> list[QueryResult]:
-        """Filter the scope and run the planned search; caller holds the read lock."""
-        scope = search.filtered(scope, node, self)
-        return search.run_queries(
-            self, matrix, k, scope, ef, force, started, filtering, include_attributes,
-            include_vector,
-        )  # fmt: skip
+            return search.run_queries(self, matrix, k, scope, node, ef, force, *timing)
 
     def _query_matrix(self, queries: list[Any], k: int, paths: list[str] | None) -> np.ndarray:
         validation.top_k(k)

@@ -94,6 +94,7 @@ def run_queries(
     matrix: np.ndarray,
     k: int,
     scope: Scope,
+    node: Node,
     ef: int | None,
     force: str | None,
     started: float,
@@ -101,7 +102,9 @@ def run_queries(
     include_attributes: bool,
     include_vector: bool,
 ) -> list[QueryResult]:
-    """Plan once for the batch (the scope and options are shared), then run each query."""
+    """Filter the scope, plan once for the batch (scope and options are shared), then run
+    each query; caller holds the collection's read lock."""
+    scope = filtered(scope, node, collection)
     planning = time.perf_counter()
     settings = collection.config.index
     ef = ef or settings.ef
