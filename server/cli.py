@@ -73,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     from api.app import create_app
 
     log.info(
-        "serving on %s://%s:%d, data in %s, durability %s, authentication %s",
+        "serving on %s://%s:%d, data in %s, durability %s, authentication %s, "
+        "event loop %s, HTTP parser %s",
         "https" if settings.tls_cert else "http",
         settings.host,
         settings.port,
         settings.data_dir.resolve(),
         settings.durability,
         "on" if settings.admin_key else "off",
+        settings.event_loop,
+        settings.http_parser,
     )
     config = uvicorn.Config(
         create_app(settings),
