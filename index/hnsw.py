@@ -31,7 +31,7 @@ from index import recall
 from index.arena import Metric
 
 _SPACES = {Metric.COSINE: "cosine", Metric.IP: "ip", Metric.L2: "l2"}
-_FORMAT = 4
+_FORMAT = 5  # 5: recall checks with held-out queries (older checks are rebuilt)
 _CHECK_TARGET = 0.96  # what the self-check asks of an ef: a margin for sampling error
 _CHECK_MULTIPLES = (1, 2, 4, 8)
 

@@ -22,7 +22,7 @@ from index.arena import Metric
 
 BANDS = (1.0, 0.5, 0.2, 0.1, 0.05)
 TARGET = 0.95
-SAMPLES = 64
+SAMPLES = 128
 
 # (query index, band, allowed-label mask) -> labels answered, nearest first
 Answer = Callable[[int, float, np.ndarray], np.ndarray]

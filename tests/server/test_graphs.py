@@ -26,7 +26,10 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pyroaring import BitMap
 
+from index import recall
+from index.hnsw import HnswGraph
 from server import graph_files
 from server.collection import Collection
 from tests.support import ServerProcess, app_client
@@ -275,7 +278,10 @@ def test_graphs_appear_in_the_collection_state(world: World) -> None:
     assert graphs["building"] is False and graphs["memory_bytes"] > 0
     big_graph = collection.graphs.tenant(big_number(world))
     assert big_graph is not None and len(big_graph.members) == len(world.readable("big")) == 1608
-    assert collection.graphs.builds == 2
+    # Two builds, plus a rebuild of the shared graph when it doubled during the load.
+    assert 2 <= collection.graphs.builds <= 3
+    shared = collection.graphs.shared()
+    assert shared is not None and 2 * shared.checked_size > 3000  # checked since it doubled
 
     queries = world.sample(5)
     plan = world.answer("big", queries[0])["plan"]
@@ -438,7 +444,7 @@ def test_tombstones_past_the_fraction_trigger_a_rebuild(world: World) -> None:
     world.create(graph_rebuild_tombstones=0.2)
     collection = built(world)
     host = collection.graphs
-    assert host.builds == 2
+    builds = host.builds
     queries = world.sample(3)
     unshared = [  # from t15 down to t08: t04, queried below, keeps its points
         (tenant, pid)
@@ -457,14 +463,14 @@ def test_tombstones_past_the_fraction_trigger_a_rebuild(world: World) -> None:
     delete(unshared[:300])
     assert host.wait_idle(60)
     shared = host.shared()
-    assert shared is not None and len(shared.tombstones) == 300 and host.builds == 2
+    assert shared is not None and len(shared.tombstones) == 300 and host.builds == builds
     world.assert_all_right(queries, "10% tombstones")
 
     # 700 of 3,000: 23% > 20%: the shared graph is rebuilt without them; big's is untouched.
     # (Deletes that land while the rebuild runs are tombstones of the new graph.)
     delete(unshared[300:700])
     assert host.wait_idle(60)
-    assert host.builds == 3
+    assert host.builds == builds + 1
     shared = host.shared()
     assert shared is not None and len(shared.members) == 2300
     assert len(shared.tombstones) < 400 and shared.tombstone_fraction <= 0.2
@@ -476,7 +482,7 @@ def test_tombstones_past_the_fraction_trigger_a_rebuild(world: World) -> None:
     shared_rebuilt = (len(shared.tombstones) + 350) / shared.slots > 0.2
     world.delete("big", world.owned("big")[:350])
     assert host.wait_idle(60)
-    assert host.builds == 4 + shared_rebuilt
+    assert host.builds == builds + 2 + shared_rebuilt
     big_graph = host.tenant(big_number(world))
     assert big_graph is not None and not big_graph.tombstones
     assert len(big_graph.members) == 1258
@@ -484,6 +490,58 @@ def test_tombstones_past_the_fraction_trigger_a_rebuild(world: World) -> None:
     assert shared is not None and len(shared.members) == 1950
     assert shared.tombstone_fraction <= 0.2
     world.assert_all_right(queries, "tenant graph rebuilt")
+
+
+def test_recall_checks_never_query_a_graph_with_its_own_members(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member query finds its own node and overestimates recall, so a build checks the graph
+    before the sampled members join it; a grown graph is rechecked with queries from outside
+    it, or rebuilt when too few are outside (the shared graph)."""
+    checks: list[tuple[HnswGraph, set[int], set[int]]] = []
+    calibrate = HnswGraph.calibrate
+
+    def recording(graph: HnswGraph, labels: np.ndarray, *args: Any, **kwargs: Any) -> None:
+        queries = kwargs["queries"]
+        checks.append((graph, set(graph.members), set(np.asarray(queries[0]).tolist())))
+        calibrate(graph, labels, *args, **kwargs)
+
+    monkeypatch.setattr(HnswGraph, "calibrate", recording)
+    world.create()
+    collection = built(world)
+    host = collection.graphs
+
+    def assert_checked_from_outside(graph: HnswGraph, what: str) -> None:
+        mine = [(members, queries) for g, members, queries in checks if g is graph]
+        assert mine, f"{what}: never checked"
+        members, queries = mine[-1]
+        assert len(queries) >= recall.SAMPLES // 2, what
+        assert not members & queries, f"{what}: {len(members & queries)} member queries"
+
+    shared, big_graph = host.shared(), host.tenant(big_number(world))
+    assert shared is not None and big_graph is not None
+    assert_checked_from_outside(shared, "shared graph built")
+    assert_checked_from_outside(big_graph, "big's graph built")
+    live = collection.arena.live_labels()
+    assert shared.members == BitMap(live)  # the held-out queries joined after the check
+    assert len(big_graph.members) == len(world.readable("big"))
+
+    # big doubles (1,608 -> 3,308 of 10,700 points: most sampled queries are outside its
+    # graph, so it is rechecked in place); the shared graph more than triples: rebuilt.
+    builds = host.builds
+    world.upsert("big", world.new_ids(1700), world.sample(1700))
+    for tenant in SMALL:
+        world.upsert(tenant, world.new_ids(375), world.sample(375))
+    assert host.wait_idle(120)
+    assert host.builds == builds + 1
+    assert host.tenant(big_number(world)) is big_graph
+    assert big_graph.checked_size == len(big_graph.members) == 3308
+    assert_checked_from_outside(big_graph, "big's graph rechecked")
+    rebuilt = host.shared()
+    assert rebuilt is not None and rebuilt is not shared
+    assert rebuilt.checked_size == len(rebuilt.members) == 10_700
+    assert_checked_from_outside(rebuilt, "shared graph rebuilt")
+    world.assert_all_right(world.sample(3), "after the recheck and the rebuild")
 
 
 # -- persistence ---------------------------------------------------------------------------------
