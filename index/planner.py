@@ -10,7 +10,9 @@ estimated in microseconds with constants measured by `python -m bench.calibrate`
   a search computes about `D = curator_distance_scale * ef**0.25 * sqrt(readable)` distances
   (the patience stop ends it, so D grows with the tenant, slowly with ef); with a filter of
   selectivity `s = n / readable` it walks about as many labels (checks) and computes
-  distances for the matching share, never fewer than fill the heap.
+  distances for the matching share, never fewer than fill the heap. On tenants with a graph
+  its recall is measured per selectivity band, with the least `ef` that keeps it there
+  (`curator_ef_floor`; `server.graph_host`).
 - `tenant_hnsw`, `shared_hnsw`: a graph search post-filtered: fetch `k' = 2k/s` (s: the share
   of the graph's points that are candidates) with `ef' = max(ef, k', ef_floor)`, plus an
   exact scan of the candidates the graph has not caught up with yet (`pending`). Not offered
@@ -78,6 +80,7 @@ class Situation:
     readable: int  # the scope before the filter (the tenant's readable set, or all points)
     curator: bool = False  # the Curator is trained (tenant queries only)
     curator_meets_recall: bool = True  # False: estimated, but chosen only when forced
+    curator_ef_floor: int = 0  # the least ef that kept its recall in this band (0: unchecked)
     tenant_graph: GraphShape | None = None
     shared_graph: GraphShape | None = None
 
@@ -99,8 +102,9 @@ def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
     costs = {EXACT: model.exact_fixed_us + model.exact_row_dim_ns * s.dim * s.candidates / 1e3}
     if s.candidates > s.k:
         if s.curator:
-            costs[CURATOR] = _curator_cost(s, model)
-            plans[CURATOR] = Plan(CURATOR, ef=s.ef, meets_recall=s.curator_meets_recall)
+            ef = max(s.ef, s.curator_ef_floor)
+            costs[CURATOR] = _curator_cost(s, model, ef)
+            plans[CURATOR] = Plan(CURATOR, ef=ef, meets_recall=s.curator_meets_recall)
         for name, graph in ((TENANT_HNSW, s.tenant_graph), (SHARED_HNSW, s.shared_graph)):
             if graph is None or graph.size == 0:
                 continue
@@ -126,9 +130,9 @@ def choose(situation: Situation, model: CostModel, force: str | None = None) -> 
     return dataclasses.replace(plans[best], below_recall=below)
 
 
-def _curator_cost(s: Situation, model: CostModel) -> float:
+def _curator_cost(s: Situation, model: CostModel, ef: int) -> float:
     selectivity = s.candidates / max(1, s.readable)
-    ef = max(s.ef, s.k)
+    ef = max(ef, s.k)
     unfiltered = model.curator_distance_scale * ef**0.25 * math.sqrt(s.readable)
     # Measured with filters of 5-50%: the traversal walks about as many labels as unfiltered
     # and computes distances for the matching share, but never fewer than fill the heap.

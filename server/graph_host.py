@@ -57,6 +57,8 @@ GraphKey = str | int  # SHARED or a tenant number
 _CHUNK = 32  # labels per insert: searches of that graph wait for it (about 20 ms at most)
 _BUILD_CHUNK = 2048  # rows per add_items call during a build (a stop request waits one)
 _SNAPSHOT_AFTER = 20_000  # labels applied since the last snapshot that call for a new one
+_CURATOR_EF_MULTIPLES = (1, 2, 4)
+_CURATOR_CHECK_TARGET = 0.96  # the effort chosen must clear the target by a sampling margin
 _TRIM_EVERY = 256  # oplog records: trimming is a synced write, so not after every write
 
 
@@ -73,7 +75,8 @@ class GraphHost:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self.builds = 0
-        self.curator_recall: dict[int, dict[float, float]] = {}  # tenant -> recall by band
+        # tenant -> band -> (the least ef that keeps the Curator's recall there, that recall)
+        self.curator_checks: dict[int, dict[float, tuple[int, float]]] = {}
         self._tenants_checked = 0.0
         self._rebuild_due: set[GraphKey] = set()  # grown, with too few queries from outside
 
@@ -113,7 +116,7 @@ class GraphHost:
 
     def tenant_deleted(self, number: int) -> None:
         self.graphs.pop(number, None)
-        self.curator_recall.pop(number, None)
+        self.curator_checks.pop(number, None)
         self._building.pop(number, None)
         self._snapshot_seq.pop(number, None)
         if self._directory is not None:
@@ -328,7 +331,7 @@ class GraphHost:
         """A tenant graph whose Curator recall is not measured yet (after a restart, or the
         Curator trained after the graph was built)."""
         trained = self._collection.curator.curator is not None
-        return key != SHARED and trained and key not in self.curator_recall
+        return key != SHARED and trained and key not in self.curator_checks
 
     def _sample_queries(self) -> tuple[np.ndarray, np.ndarray]:
         """Recall-check queries: points of the whole collection, as a tenant's queries come
@@ -346,17 +349,21 @@ class GraphHost:
         queries: tuple[np.ndarray, np.ndarray],
     ) -> None:
         """For a tenant with a graph, measure the Curator's recall on it by selectivity band
-        (`index.recall`): big tenants are where its patience stop can cap recall, and the
-        planner chooses it there only in the bands that keep the target."""
+        (`index.recall`): big tenants are where its patience stop can cap recall. Per band,
+        the least of `ef` x 1, 2, 4 that reaches 0.96 (a margin for the sample) is the effort
+        the planner gives it there (more effort costs little: distances grow like ef**0.25);
+        a band that no multiple brings to the target keeps the Curator out of its queries."""
         collection = self._collection
         curator = collection.curator.curator
         if key == SHARED or curator is None:
             return
         check = recall.prepare(labels, vectors, collection.config.metric, 10, 7, *queries)
-        if check is None:
-            self.curator_recall[key] = dict.fromkeys(recall.BANDS, 1.0)  # small: exact-like
+        ef = self.settings.ef
+        if check is None:  # small: exact-like
+            self.curator_checks[key] = {band: (ef, 1.0) for band in recall.BANDS}
             return
         settings = self.settings
+        chosen: dict[float, tuple[int, float]] = {}
         with collection.read_lock():  # the search reads arena rows in place
             capacity = len(collection.arena.norms_sq)
             padded = {}
@@ -364,20 +371,37 @@ class GraphHost:
                 full = np.zeros(capacity, dtype=np.bool_)
                 full[: len(mask)] = mask[:capacity]
                 padded[band] = full
+            for multiple in _CURATOR_EF_MULTIPLES:
+                effort = ef * multiple
 
-            def answer(i: int, band: float, _: np.ndarray) -> np.ndarray:
-                allowed = None if band >= 1.0 else padded[band]
-                top, _stats = curator.search(
-                    check.queries[i],
-                    key,
-                    11,
-                    settings.ef,
-                    allowed=allowed,
-                    patience=settings.patience,
-                )
-                return top.labels
+                def answer(i: int, band: float, _: np.ndarray, effort: int = effort) -> np.ndarray:
+                    allowed = None if band >= 1.0 else padded[band]
+                    top, _stats = curator.search(
+                        check.queries[i],
+                        key,
+                        11,
+                        effort,
+                        allowed=allowed,
+                        patience=settings.patience,
+                    )
+                    return top.labels
 
-            self.curator_recall[key] = recall.measure(check, answer)
+                bands = tuple(b for b in recall.BANDS if b not in chosen)
+                for band, measured in recall.measure(check, answer, bands=bands).items():
+                    if measured >= _CURATOR_CHECK_TARGET or multiple == _CURATOR_EF_MULTIPLES[-1]:
+                        chosen[band] = (effort, measured)
+                if len(chosen) == len(recall.BANDS):
+                    break
+        self.curator_checks[key] = chosen
+
+    def curator_effort(self, tenant: int, selectivity: float) -> tuple[int, bool]:
+        """The ef the Curator needs on `tenant` at `selectivity`, and whether it keeps recall
+        there: (0, True) for tenants without a graph (not checked: trusted at the query's ef)."""
+        checks = self.curator_checks.get(tenant)
+        if checks is None:
+            return 0, True
+        effort, measured = checks[recall.band_of(selectivity)]
+        return effort, measured >= recall.TARGET
 
     def _members(self, key: GraphKey) -> np.ndarray:
         """The labels graph `key` should hold now; caller holds the read lock."""

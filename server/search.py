@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from index import planner, recall
+from index import planner
 from index.arena import TopK
 from index.attributes import labels_bitmap
 from index.filters import MATCH_ALL, And, FilterError, Node, Not, Or, compile_filter, evaluate
@@ -175,6 +175,9 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
     tenant_graph = None if scope.tenant is None else graphs.tenant(scope.tenant)
     curator = collection.curator.curator
     n = len(scope.candidates)
+    curator_ef, curator_meets = 0, True
+    if scope.tenant is not None:
+        curator_ef, curator_meets = graphs.curator_effort(scope.tenant, n / max(1, scope.readable))
     return planner.Situation(
         k=k,
         ef=ef,
@@ -185,12 +188,12 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
         # tenant big enough for its own graph the Curator's patience stop can cap recall
         # (about 0.90 unfiltered on bench.planner's tenants): its recall there is measured
         # per selectivity band when the graph is built, and it is chosen only where it keeps
-        # the target.
+        # the target, with the effort that keeps it.
         curator=curator is not None
         and scope.tenant is not None
         and scope.readable >= collection.config.index.curator_min_tenant_points,
-        curator_meets_recall=scope.tenant is None
-        or recall.meets(graphs.curator_recall.get(scope.tenant), n / max(1, scope.readable)),
+        curator_meets_recall=curator_meets,
+        curator_ef_floor=curator_ef,
         tenant_graph=_shape(tenant_graph, n),
         shared_graph=_shape(graphs.shared(), n),
     )

@@ -8,6 +8,7 @@ are offered, what the over-fetch is, that forcing an unavailable plan fails.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -226,3 +227,19 @@ def test_estimates_are_positive_and_rounded() -> None:
         for plan in estimate(situation(n), MODEL).values():
             for cost in plan.estimates_us.values():
                 assert cost > 0 and round(cost, 1) == cost
+
+
+def test_the_curator_runs_with_the_effort_its_recall_check_asked_for() -> None:
+    """On a tenant with a graph, the Curator's check names the least ef that keeps recall in
+    the query's band: the plan runs with it (never below the query's own ef) and costs more,
+    but not in proportion (distances grow like ef**0.25)."""
+    base = dataclasses.replace(situation(10_000), tenant_graph=None, shared_graph=None)
+    plain = estimate(base, MODEL)[CURATOR]
+    floored = estimate(dataclasses.replace(base, curator_ef_floor=512), MODEL)[CURATOR]
+    assert plain.ef == 128 and floored.ef == 512
+    ratio = floored.estimates_us[CURATOR] / plain.estimates_us[CURATOR]
+    assert 1.0 < ratio < 4**0.25 + 0.01, ratio
+    asked = estimate(dataclasses.replace(base, ef=1024, curator_ef_floor=512), MODEL)[CURATOR]
+    assert asked.ef == 1024
+    below = choose(dataclasses.replace(base, curator_meets_recall=False), MODEL)
+    assert below.strategy == EXACT and below.below_recall == (CURATOR,)
