@@ -89,6 +89,19 @@ def vectors(
         if zero.any():
             i = int(np.flatnonzero(zero)[0])
             raise Invalid(path_of(i), "a zero vector has no direction under the cosine metric")
+    # Distances use squared norms in float32: one that overflows (or, under cosine, is too
+    # small to divide by) would give wrong distances, not an error.
+    with np.errstate(over="ignore", under="ignore"):
+        norms_sq = np.einsum("ij,ij->i", matrix, matrix)
+    big = ~np.isfinite(norms_sq)
+    if big.any():
+        i = int(np.flatnonzero(big)[0])
+        raise Invalid(path_of(i), "its squared length overflows float32: scale it down")
+    if metric is Metric.COSINE:
+        tiny = norms_sq < np.finfo(np.float32).tiny
+        if tiny.any():
+            i = int(np.flatnonzero(tiny)[0])
+            raise Invalid(path_of(i), "its length is too small for float32: scale it up")
     return matrix
 
 

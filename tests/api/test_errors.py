@@ -130,6 +130,25 @@ def test_values_beyond_float32_are_422(unchanged: TestClient, value: float) -> N
     assert_error(response, 422, "invalid", "vector")
 
 
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [
+        ([0.0, 0.0, 0.0, 1e23], "its squared length overflows float32: scale it down"),
+        ([1e20, 1e20, 1e20, 1e20], "its squared length overflows float32: scale it down"),
+        ([0.0, 0.0, 0.0, 1e-30], "its length is too small for float32: scale it up"),
+    ],
+)
+def test_lengths_float32_cannot_square_are_422(
+    unchanged: TestClient, vector: list[float], message: str
+) -> None:
+    """Each value fits float32, but cosine distances divide by the squared length: one that
+    overflows or vanishes would rank the point wrongly (all distances 1.0, or 0.0)."""
+    batch = [good("n0"), {"id": "n1", "vector": vector}]
+    assert_error(put_points(unchanged, batch), 422, "invalid", f"points[1].vector: {message}")
+    response = unchanged.post(f"{tenant_url(C, 'alice')}/query", json={"vector": vector})
+    assert_error(response, 422, "invalid", f"vector: {message}")
+
+
 @pytest.mark.parametrize("bad", ["1.5", True, None, [1.0], {"x": 1}])
 def test_non_numbers_in_vectors_are_422(unchanged: TestClient, bad: Any) -> None:
     batch = [good("n0"), {"id": "n1", "vector": [0.1, 0.2, bad, 0.3]}]

@@ -113,7 +113,8 @@ def test_vector_round_trips_exactly_as_float32(docs: TestClient) -> None:
     rng = np.random.default_rng(7)
     sent = [
         [0.1, -0.2, 1 / 3, 1e-7],
-        [123456.789, -3.4028234e38, 1.17549435e-38, 0.30000001192092896],
+        # -1.8e19: near the largest float32 whose square (the squared length) is finite.
+        [123456.789, -1.8e19, 1.17549435e-38, 0.30000001192092896],
         rng.normal(size=4).tolist(),
         [1, -1, 2**24 + 1, 5e-45],  # ints, beyond float32 integer precision, a subnormal
     ]
