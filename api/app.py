@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from api.auth import Authentication, authorize_request
 from api.errors import install_error_handlers
+from api.lean import LeanLane
 from api.middleware import BodyLimit, EncodedSlashes
 from api.models.common import ErrorResponse
 from api.observability import Observability
@@ -78,6 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)  # probes: no key, no scope
     for module in (metrics, keys, collections, tenants, points, queries, transfer):
         app.include_router(module.router, dependencies=[Depends(authorize_request)])
+    if settings.lean_lane:  # innermost: after the body limit, before FastAPI's router
+        app.add_middleware(LeanLane, database=database)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     public = ["/healthz", "/readyz"]  # probes
     # The API's own description and its pages: the same for everyone, and a browser loads

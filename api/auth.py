@@ -20,7 +20,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.access import rule_for
+from api.access import Rule, rule_for
 from api.errors import shoal_error_response
 from api.middleware import restore_slashes
 from server import audit
@@ -83,28 +83,18 @@ async def authorize_request(request: Request, _: BearerDoc) -> AsyncIterator[Pri
     """The scope check, quotas and audit line of one request (a dependency of every router)."""
     route = request.scope["route"]
     rule = rule_for(request.method, route.path)
-    principal = request.scope.get(PRINCIPAL)
-    if principal is None:
-        # Let through by Authentication without a key: only /metrics when it is public.
-        if rule.access is not Access.METRICS:
-            raise Unauthorized(MISSING_KEY)
-        principal = request.scope[PRINCIPAL] = METRICS
     params = request.path_params
     collection = _name(params.get("collection"))
     tenant = _name(params.get("tenant"))
-    database: Database = request.app.state.database
-    try:
-        authorize(principal, rule.access, collection, tenant)
-    except (Forbidden, NotFound) as exc:
-        audit.denied(route.name, principal.actor, exc.code, collection=collection, tenant=tenant)
-        raise
-    if collection is not None and (rule.rate is not None or rule.batch_points is not None):
-        database.collection(collection)  # an unknown collection is a 404, not a 429
-        body = _parsed_body(request)
-        if rule.batch_points is not None and tenant is not None:
-            database.quotas.check_batch(collection, tenant, rule.batch_points(body))
-        if rule.rate is not None:
-            database.quotas.admit(collection, tenant, rule.rate, rule.cost(body))
+    principal = admit(
+        request.app.state.database,
+        request.scope,
+        rule,
+        route.name,
+        collection,
+        tenant,
+        _parsed_body(request),
+    )
     if rule.access is not Access.ADMIN:
         yield principal
         return
@@ -121,6 +111,38 @@ async def authorize_request(request: Request, _: BearerDoc) -> AsyncIterator[Pri
             raise
         finally:
             audit.action(route.name, principal.actor, outcome, **notes)
+
+
+def admit(
+    database: Database,
+    scope: Scope,
+    rule: Rule,
+    route_name: str,
+    collection: str | None,
+    tenant: str | None,
+    body: Any,
+) -> Principal:
+    """Check the key in `scope` against the route's rule and the path's collection and tenant,
+    then charge the rate buckets and check the batch quota (`body`: the parsed JSON). Shared
+    by `authorize_request` and the lean lane (api/lean.py), which must refuse alike."""
+    principal = scope.get(PRINCIPAL)
+    if principal is None:
+        # Let through by Authentication without a key: only /metrics when it is public.
+        if rule.access is not Access.METRICS:
+            raise Unauthorized(MISSING_KEY)
+        principal = scope[PRINCIPAL] = METRICS
+    try:
+        authorize(principal, rule.access, collection, tenant)
+    except (Forbidden, NotFound) as exc:
+        audit.denied(route_name, principal.actor, exc.code, collection=collection, tenant=tenant)
+        raise
+    if collection is not None and (rule.rate is not None or rule.batch_points is not None):
+        database.collection(collection)  # an unknown collection is a 404, not a 429
+        if rule.batch_points is not None and tenant is not None:
+            database.quotas.check_batch(collection, tenant, rule.batch_points(body))
+        if rule.rate is not None:
+            database.quotas.admit(collection, tenant, rule.rate, rule.cost(body))
+    return principal
 
 
 def _name(value: Any) -> str | None:

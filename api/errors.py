@@ -70,7 +70,12 @@ async def _shoal_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors: list[dict[str, Any]] = list(exc.errors())
+    return validation_error_response(list(exc.errors()))
+
+
+def validation_error_response(errors: list[dict[str, Any]]) -> JSONResponse:
+    """400 for a body that is not JSON or missing, else 422 naming the first bad field (pydantic
+    errors, their `loc` starting with `body`)."""
     if any(error.get("type") == "json_invalid" for error in errors):
         return error_response("malformed", "the request body is not valid JSON")
     first = errors[0]
@@ -93,7 +98,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return unexpected_error_response(request.method, request.url.path, exc)
+
+
+def unexpected_error_response(method: str, path: str, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
     return error_response("internal", "internal error; see the server log")
 
 

@@ -339,7 +339,10 @@ class Collection:
             writes.append(PointWrite(point_id, attributes, encoded, shared_with))
         rows = [point.vector for point in inputs]
         matrix = validation.vectors(
-            rows, self.config.dim, self.config.metric, lambda i: f"points[{i}].vector"
+            rows,
+            self.config.dim,
+            self.config.metric,
+            lambda i: f"points[{i}].{inputs[i].vector_field}",
         )
         return matrix, writes
 
@@ -620,6 +623,7 @@ class Collection:
         tenants: list[str] | None = None,
         include_attributes: bool = True,
         include_vector: bool = False,
+        vector_paths: list[str] | None = None,
         exact: bool = False,
         ef: int | None = None,
         raw_filter: Any = None,
@@ -627,7 +631,7 @@ class Collection:
     ) -> list[QueryResult]:
         """Across every point, or the points readable by any of `tenants`."""
         started = time.perf_counter()
-        matrix = self._query_matrix(queries, k, None)
+        matrix = self._query_matrix(queries, k, vector_paths)
         node = search.compile_query_filter(raw_filter, self)
         filtering = time.perf_counter()
         with self._rw.read():

@@ -158,6 +158,7 @@ class PointInput:
     vector: Any  # list of numbers or a float32 array
     attributes: Any = None
     shared_with: list[str] | None = None
+    vector_field: str = "vector"  # the request field it came in (`vector_b64`), for errors
 
 
 @dataclass(frozen=True, slots=True)

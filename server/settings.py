@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="uvicorn's HTTP/1.1 parser. httptools measured faster here "
         "(docs/benchmarks.md, Serving).",
     )
+    lean_lane: bool = Field(
+        True,
+        description="Serve query, batch query and upsert through the lean lane (api/lean.py: "
+        "same checks, validation and answers, without FastAPI's per-request machinery); off: "
+        "through FastAPI, for diagnosis.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )

@@ -2,21 +2,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from api.models.common import RequestModel, StrictInt, Vector
+from api.models.common import RequestModel, StrictInt, Vector, VectorB64, one_vector
 from api.models.common import absent as _absent
 
 
 class PointIn(RequestModel):
     id: str = Field(description="1..256 bytes of UTF-8, unique per owner tenant.")
-    vector: Vector
+    vector_b64: VectorB64 | None = None
+    vector: Vector | None = Field(
+        None, validate_default=True, description="Required unless `vector_b64` is given."
+    )
     attributes: dict[str, Any] | None = Field(None, description="JSON object; replaces the old.")
     shared_with: list[str] | None = Field(
         None,
         description="Tenants that may read the point. Omitted: an existing point keeps its "
         "grants; given: the grants become exactly this list.",
     )
+
+    _one_vector = field_validator("vector")(one_vector)
 
 
 class UpsertRequest(RequestModel):
@@ -33,6 +38,9 @@ class PointOut(BaseModel):
     owner: str
     attributes: dict[str, Any]
     vector: list[float] | None = Field(None, exclude_if=_absent, description="With `with_vector`.")
+    vector_b64: str | None = Field(
+        None, exclude_if=_absent, description="With `with_vector_b64`: little-endian float32."
+    )
     shared_with: list[str] | None = Field(
         None, exclude_if=_absent, description="Grantees; shown to the owner only."
     )
@@ -62,6 +70,7 @@ class ScrollRequest(RequestModel):
     limit: StrictInt = Field(100, ge=1, le=1000)
     cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
     with_vector: bool = False
+    with_vector_b64: bool = Field(False, description="Return vectors base64-encoded instead.")
     filter: dict[str, Any] | None = Field(None, description="Only points matching it.")
 
 

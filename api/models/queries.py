@@ -2,17 +2,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from api.models.common import RequestModel, StrictInt, Vector
+from api.models.common import RequestModel, StrictInt, Vector, VectorB64, one_vector
 from api.models.common import absent as _absent
+
+_VECTOR = "The query vector (required unless `vector_b64` is given)."
 
 
 class QueryRequest(RequestModel):
-    vector: Vector
+    vector_b64: VectorB64 | None = None
+    vector: Vector | None = Field(None, validate_default=True, description=_VECTOR)
     k: StrictInt = Field(10, ge=1, le=1000, description="How many nearest points to return.")
-    include: list[Literal["attributes", "vector"]] = Field(
-        default_factory=lambda: ["attributes"], description="What to return with each hit."
+    include: list[Literal["attributes", "vector", "vector_b64"]] = Field(
+        default_factory=lambda: ["attributes"],
+        description="What to return with each hit (`vector_b64`: the vector base64-encoded "
+        "as little-endian float32).",
     )
     explain: bool = Field(False, description="Return the plan the query ran with.")
     exact: bool = Field(False, description="Force an exact scan of the readable set.")
@@ -34,6 +39,8 @@ class QueryRequest(RequestModel):
         "cannot answer now). For diagnosis and benchmarks.",
     )
 
+    _one_vector = field_validator("vector")(one_vector)
+
 
 class BatchQueryRequest(RequestModel):
     queries: list[QueryRequest] = Field(min_length=1, max_length=100)
@@ -51,6 +58,7 @@ class HitOut(BaseModel):
     distance: float = Field(description="Smaller is closer: cosine 1-cos, l2 Euclidean, ip 1-dot.")
     attributes: dict[str, Any] | None = Field(None, exclude_if=_absent)
     vector: list[float] | None = Field(None, exclude_if=_absent)
+    vector_b64: str | None = Field(None, exclude_if=_absent)
 
 
 class PlanOut(BaseModel):

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import CollectionDep, OrjsonRoute, OtherTenantDep, PointIdDep, TenantDep
+from api.models.common import encode_vector_b64, vector_field
 from api.models.points import (
     CountRequest,
     CountResponse,
@@ -18,6 +19,7 @@ from api.models.points import (
     UpsertRequest,
     UpsertResponse,
 )
+from server.collection import Collection
 from server.errors import Invalid
 from server.model import PointInput, PointView
 
@@ -28,23 +30,34 @@ router = APIRouter(
 )
 
 
-def point_out(view: PointView) -> PointOut:
+def point_out(view: PointView, b64: bool = False) -> PointOut:
+    vector = view.vector
     return PointOut(
         id=view.point_id,
         owner=view.owner,
         attributes=view.attributes,
-        vector=None if view.vector is None else view.vector.tolist(),
+        vector=None if vector is None or b64 else vector.tolist(),
+        vector_b64=encode_vector_b64(vector) if vector is not None and b64 else None,
         shared_with=view.shared_with,
     )
 
 
+def run_upsert(body: UpsertRequest, collection: Collection, tenant: str) -> dict[str, int]:
+    inputs = [
+        PointInput(p.id, p.vector, p.attributes, p.shared_with, vector_field(p.vector_b64))
+        for p in body.points
+    ]
+    result = collection.upsert(tenant, inputs)
+    return {"created": result.created, "updated": result.updated}
+
+
+# Served by the lean lane (api/lean.py) in a running server; this declaration gives the
+# route its OpenAPI description and serves it when the lane is off.
 @router.put("", summary="Upsert a batch of points owned by the tenant")
 def upsert_points(
     body: UpsertRequest, collection: CollectionDep, tenant: TenantDep
 ) -> UpsertResponse:
-    inputs = [PointInput(p.id, p.vector, p.attributes, p.shared_with) for p in body.points]
-    result = collection.upsert(tenant, inputs)
-    return UpsertResponse(created=result.created, updated=result.updated)
+    return UpsertResponse(**run_upsert(body, collection, tenant))
 
 
 @router.post("/delete", summary="Delete the tenant's points by id or by filter")
@@ -66,10 +79,12 @@ def delete_points(
 def scroll_points(
     body: ScrollRequest, collection: CollectionDep, tenant: TenantDep
 ) -> ScrollResponse:
+    with_vector = body.with_vector or body.with_vector_b64
     views, next_cursor = collection.scroll(
-        tenant, body.cursor, body.limit, body.with_vector, body.filter
+        tenant, body.cursor, body.limit, with_vector, body.filter
     )
-    return ScrollResponse(points=[point_out(v) for v in views], next_cursor=next_cursor)
+    points = [point_out(v, body.with_vector_b64) for v in views]
+    return ScrollResponse(points=points, next_cursor=next_cursor)
 
 
 @router.post("/count", summary="Count the points the tenant can read")
@@ -88,11 +103,15 @@ def get_point(
     tenant: TenantDep,
     point_id: PointIdDep,
     with_vector: bool = False,
+    with_vector_b64: Annotated[
+        bool, Query(description="Return the vector base64-encoded (little-endian float32).")
+    ] = False,
     owner: Annotated[
         str | None, Query(description="Owner of a point shared with the tenant.")
     ] = None,
 ) -> PointOut:
-    return point_out(collection.get_point(tenant, point_id, owner, with_vector))
+    view = collection.get_point(tenant, point_id, owner, with_vector or with_vector_b64)
+    return point_out(view, with_vector_b64)
 
 
 @router.patch(

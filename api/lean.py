@@ -1,0 +1,195 @@
+"""The lean lane: query, batch query and upsert served straight from ASGI.
+
+These three routes carry nearly all of a busy server's requests, and a query's search takes a
+tenth of a millisecond; FastAPI's routing, dependency solving and request objects cost several
+times that (bench/serving.py profiles, docs/benchmarks.md "Serving"). The lane sits inside the
+other middlewares (request id, metrics, slashes, authentication, body limit all apply as
+before) and in front of FastAPI's router. It does what the FastAPI route does, in the same
+order, with the same functions:
+
+    JSON body (400) -> `api.auth.admit` (401/403/404/429) -> the collection (404)
+        -> the request model's validation (422, same pydantic model, same message)
+        -> `run_*` of api/routes (shared with the FastAPI route) -> orjson response
+
+Anything unusual (another content type, an empty body) is handed to FastAPI untouched, so it
+answers exactly as it always did; the FastAPI routes stay declared, which keeps the OpenAPI
+schema, and serve everything when the lane is off (`lean_lane = false`). A test sends the same
+valid and invalid requests both ways and compares the answers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.access import P, Rule, T, rule_for
+from api.auth import admit
+from api.errors import (
+    shoal_error_response,
+    unexpected_error_response,
+    validation_error_response,
+)
+from api.middleware import restore_slashes
+from api.models.points import UpsertRequest
+from api.models.queries import BatchQueryRequest, QueryRequest
+from api.routes import points, queries
+from api.routes.points import run_upsert
+from api.routes.queries import json_bytes, run_batch, run_query
+from server.collection import Collection
+from server.database import Database
+from server.errors import ShoalError
+
+Runner = Callable[[Any, Collection, str], dict[str, Any]]
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True)
+class RouteLabel:
+    """What the metrics label (`path`) and the audit log (`name`) know a route by: the
+    FastAPI route's template and endpoint name, as its own routing would put in the scope."""
+
+    path: str
+    name: str
+
+
+@dataclass(frozen=True)
+class _Lane:
+    pattern: re.Pattern[str]
+    route: RouteLabel
+    rule: Rule
+    model: type[BaseModel]
+    run: Runner
+    threaded: bool  # on a worker thread (writes wait for the WAL sync; batches are long)
+
+
+# (method, route template, FastAPI endpoint, request model, runner, on a worker thread)
+_LANES: list[tuple[str, str, Callable[..., Any], type[BaseModel], Runner, bool]] = [
+    # One query on the event loop: less work than a hand-off to a thread costs.
+    ("POST", T + "/query", queries.query, QueryRequest, run_query, False),
+    ("POST", T + "/query/batch", queries.query_batch, BatchQueryRequest, run_batch, True),
+    ("PUT", P, points.upsert_points, UpsertRequest, run_upsert, True),
+]
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """Starlette's own rule for `{name}`: one path segment."""
+    return re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + r"\Z")
+
+
+class LeanLane:
+    def __init__(self, app: ASGIApp, database: Database):
+        self.app = app
+        self.database = database
+        self.lanes: dict[str, list[_Lane]] = {}
+        for method, template, endpoint, model, run, threaded in _LANES:
+            lane = _Lane(
+                _pattern(template),
+                RouteLabel(template, endpoint.__name__),
+                rule_for(method, template),
+                model,
+                run,
+                threaded,
+            )
+            self.lanes.setdefault(method, []).append(lane)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for lane in self.lanes.get(scope["method"], ()):
+                match = lane.pattern.match(scope["path"])
+                if match is not None:
+                    await self._serve(lane, match.groupdict(), scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, lane: _Lane, params: dict[str, str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away
+        if not body or not _is_json(scope):
+            await self.app(scope, _replay(body, receive), send)  # FastAPI's own answer
+            return
+        scope["route"] = lane.route
+        try:
+            response = await self._respond(lane, params, scope, body)
+        except ShoalError as exc:
+            await shoal_error_response(exc)(scope, receive, send)
+            return
+        except Exception as exc:
+            await unexpected_error_response(scope["method"], scope["path"], exc)(
+                scope, receive, send
+            )
+            return
+        if isinstance(response, JSONResponse):
+            await response(scope, receive, send)
+            return
+        headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(response))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": response})
+
+    async def _respond(
+        self, lane: _Lane, params: dict[str, str], scope: Scope, raw: bytes
+    ) -> bytes | JSONResponse:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return validation_error_response([{"type": "json_invalid", "loc": ("body", 0)}])
+        collection_name = restore_slashes(params["collection"])
+        tenant = restore_slashes(params["tenant"])
+        database = self.database
+        admit(database, scope, lane.rule, lane.route.name, collection_name, tenant, body)
+        collection = database.collection(collection_name)
+        try:
+            # `from_attributes`: how FastAPI validates a body, so a non-object gets its message.
+            request = lane.model.model_validate(body, from_attributes=True)
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            return validation_error_response(errors)
+        if lane.threaded:
+            answer = await run_in_threadpool(lane.run, request, collection, tenant)
+        else:
+            answer = lane.run(request, collection, tenant)
+        return json_bytes(answer)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _is_json(scope: Scope) -> bool:
+    """Exactly the bodies FastAPI parses as JSON: `application/json`, with parameters or not
+    (other `+json` types and a missing header take FastAPI's own path)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            return kind == b"application/json"
+    return False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
