@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if warning is not None:
         log.warning("%s", warning)
     from api.app import create_app
+    from server.http_protocol import CoalescingHttpToolsProtocol
 
     log.info(
         "serving on %s://%s:%d, data in %s, durability %s, authentication %s, "
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         loop=settings.event_loop,
-        http=settings.http_parser,
+        # httptools with one socket write per response (server/http_protocol.py)
+        http=CoalescingHttpToolsProtocol if settings.http_parser == "httptools" else "h11",
         log_config=None,  # uvicorn's loggers propagate to the JSON handler of configure_logging
         access_log=False,  # the access log is written by api/observability.py, as JSON
         timeout_graceful_shutdown=30,
