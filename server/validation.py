@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -67,42 +67,50 @@ def top_k(k: int, path: str = "k") -> int:
 def vectors(
     rows: list[Any] | np.ndarray, dim: int, metric: Metric, path_of: Callable[[int], str]
 ) -> np.ndarray:
-    """A (n, dim) float32 matrix of finite values; `path_of(i)` names row i for errors."""
-    try:
-        # Values beyond float32 become inf here and are reported below, not warned about.
-        with np.errstate(over="ignore"):
+    """A (n, dim) float32 matrix of finite values; `path_of(i)` names row i for errors.
+
+    Distances use squared lengths in float32, so one that overflows (or, under cosine, is too
+    small to divide by) is refused too: it would give wrong distances, not an error. One
+    squared length per row checks it all (a NaN or infinity makes it non-finite), so a good
+    batch costs a cast and a dot product per row; only a bad one is examined further."""
+    # Values beyond float32 become inf in the cast and are reported below, not warned about.
+    with np.errstate(over="ignore", under="ignore"):
+        try:
             matrix = np.asarray(rows, dtype=np.float32)
-    except (ValueError, TypeError):
-        matrix = None
-    if matrix is None or matrix.ndim != 2 or matrix.shape[1] != dim:
-        for i, row in enumerate(rows):
-            got = len(row) if isinstance(row, list | tuple | np.ndarray) else "a non-list"
-            if got != dim:
-                raise Invalid(path_of(i), f"expected {dim} dimensions, got {got}")
-        raise Invalid(path_of(0), f"expected {dim} dimensions")
+        except (ValueError, TypeError):
+            matrix = None
+        if matrix is None or matrix.ndim != 2 or matrix.shape[1] != dim:
+            _raise_for_shape(rows, dim, path_of)
+        norms_sq = np.einsum("ij,ij->i", matrix, matrix)
+    cosine = metric is Metric.COSINE
+    if np.isfinite(norms_sq).all() and (not cosine or norms_sq.min() >= _TINY):
+        return matrix
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
         raise Invalid(path_of(i), "contains NaN or infinity (or a value beyond float32)")
-    if metric is Metric.COSINE:
+    if cosine:
         zero = ~matrix.any(axis=1)
         if zero.any():
             i = int(np.flatnonzero(zero)[0])
             raise Invalid(path_of(i), "a zero vector has no direction under the cosine metric")
-    # Distances use squared norms in float32: one that overflows (or, under cosine, is too
-    # small to divide by) would give wrong distances, not an error.
-    with np.errstate(over="ignore", under="ignore"):
-        norms_sq = np.einsum("ij,ij->i", matrix, matrix)
     big = ~np.isfinite(norms_sq)
     if big.any():
         i = int(np.flatnonzero(big)[0])
         raise Invalid(path_of(i), "its squared length overflows float32: scale it down")
-    if metric is Metric.COSINE:
-        tiny = norms_sq < np.finfo(np.float32).tiny
-        if tiny.any():
-            i = int(np.flatnonzero(tiny)[0])
-            raise Invalid(path_of(i), "its length is too small for float32: scale it up")
-    return matrix
+    i = int(np.flatnonzero(norms_sq < _TINY)[0])
+    raise Invalid(path_of(i), "its length is too small for float32: scale it up")
+
+
+_TINY = np.finfo(np.float32).tiny  # the smallest normal float32
+
+
+def _raise_for_shape(rows: Any, dim: int, path_of: Callable[[int], str]) -> NoReturn:
+    for i, row in enumerate(rows):
+        got = len(row) if isinstance(row, list | tuple | np.ndarray) else "a non-list"
+        if got != dim:
+            raise Invalid(path_of(i), f"expected {dim} dimensions, got {got}")
+    raise Invalid(path_of(0), f"expected {dim} dimensions")
 
 
 def schema(fields: dict[str, str], path: str = "schema") -> dict[str, FieldType]:
