@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (metrics, keys, collections, tenants, points, queries, transfer):
         app.include_router(module.router, dependencies=[Depends(authorize_request)])
     if settings.lean_lane:  # innermost: after the body limit, before FastAPI's router
-        app.add_middleware(LeanLane, database=database)
+        app.add_middleware(LeanLane, database=database, query_threads=settings.query_threads)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     public = ["/healthz", "/readyz"]  # probes
     # The API's own description and its pages: the same for everyone, and a browser loads
