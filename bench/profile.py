@@ -23,7 +23,7 @@ import orjson
 # the stack wins, so inner stages are listed before the calls that contain them.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("JSON parse: orjson.loads of the body (event loop)", ("_OrjsonRequest.json",)),
-    ("pydantic: validate UpsertRequest (event loop)", ("request_body_to_args",)),
+    ("pydantic: validate UpsertRequest (event loop)", ("request_body_to_args", "model_validate")),
     ("WAL fsync: flush_wal(sync=True)", ("Store.__init__.<locals>.<lambda>", "flush_wal")),
     ("numpy: rows -> float32 matrix, finite/zero checks", ("vectors (server/validation.py",)),
     ("record encoding (encode_point)", ("encode_point",)),
@@ -34,7 +34,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("ids + attributes validation", ("_validate_points",)),
     ("group commit wait / write mutex", ("GroupCommit", "Collection._writing")),
-    ("endpoint: PointInput list, UpsertResponse", ("upsert_points", "Collection.upsert")),
+    (
+        "endpoint: PointInput list, UpsertResponse",
+        ("upsert_points", "run_upsert", "Collection.upsert"),
+    ),
 ]
 # Everything else (no write-path frame): named by the innermost frame that matches.
 FRAMEWORK: list[tuple[str, tuple[str, ...]]] = [
@@ -59,12 +62,15 @@ def read_stacks(path: Path) -> Counter[str]:
 # torn down, freeing the parsed body (about 2 x 192,000 float objects and their lists per
 # 500-point batch): the `stages` timing "free the parsed body and model" measures the same.
 _FREEING = "OrjsonRoute.get_route_handler.<locals>.route"
+_LEAN_FREEING = "LeanLane._serve"  # the lean lane's frame that drops the parsed body
 
 
 def classify(stack: str) -> str:
     frames = stack.split(";")
-    if _FREEING in frames[-1]:
+    if _FREEING in frames[-1] or _LEAN_FREEING in frames[-1]:
         return "freeing the parsed body at handler return (event loop)"
+    if "LeanLane._respond" in frames[-1]:
+        return "JSON parse: orjson.loads of the body (event loop)"
     for stage, needles in STAGES:
         if any(needle in frame for frame in frames for needle in needles):
             return stage
@@ -160,15 +166,21 @@ def stages(body: bytes, repeats: int = 15) -> list[tuple[str, float]]:
 # the response serializer as encoding). (bucket, detail, substrings of a frame.)
 QUERY_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     ("JSON parsing", "orjson.loads of the request body", ("_OrjsonRequest.json",)),
+    ("framework", "endpoint glue: run_query and the like", ("run_query (", "run_batch (")),
+    ("JSON parsing", "lean lane: body read + orjson.loads", ("_read_body", "LeanLane._respond")),
     (
         "validation",
         "pydantic: QueryRequest from the parsed body",
         ("request_body_to_args", "ModelField.validate", "_validate_value_with_model_field"),
     ),
+    ("validation", "lean lane: QueryRequest.model_validate", ("model_validate",)),
+    ("authorization", "key scope, rate buckets (api.auth.admit)", ("admit (api/auth.py",)),
     ("validation", "query vector -> float32, k check", ("_query_matrix", "server/validation.py")),
     ("planning/search", "search: Curator traversal or exact scan", ("index/",)),
     ("planning/search", "hits: ids and owners", ("Collection._hit", "_hits (server/search.py")),
     ("response encoding", "HitOut / QueryResponse models", ("_response (api/routes/queries.py",)),
+    ("response encoding", "hits as plain data + orjson", ("_result (api/routes", "json_bytes")),
+    ("response encoding", "lean lane: response start + body", ("LeanLane._serve",)),
     (
         "response encoding",
         "serialize_response + JSON render",
@@ -179,6 +191,7 @@ QUERY_RULES: list[tuple[str, str, tuple[str, ...]]] = [
         "metrics, access log, request id",
         ("Observability", "server/metrics.py", "prometheus_client", "logging/", "uuid"),
     ),
+    ("framework", "HTTP: the response's socket write", ("server/http_protocol.py",)),
     ("planning/search", "tenant lookup, plan, read lock", ("server/",)),
     (
         "framework",

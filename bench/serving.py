@@ -183,17 +183,32 @@ def replot(path: Path, out_dir: Path) -> int:
     return 0
 
 
-def _profile(server: Server, requests: list[Request], args: argparse.Namespace, load: str) -> str:
-    out = args.profile_dir / "shoal-serving-profile.txt"
+def _profile(
+    server: Server, requests: list[Request], args: argparse.Namespace, load: str, what: str
+) -> str:
+    out = args.profile_dir / f"shoal-serving-profile-{what}.txt"
     with Profiler(server.pid, out, PROFILE_RATE):
         result = loadgen.run(load, server.url, requests, 4, args.profile_s, server.pid)
     header = (
         f"py-spy record --gil (the thread holding the GIL) at {PROFILE_RATE} Hz on the "
-        f"server, {load} at 4 clients, tenant workload, default config: "
-        f"{result.qps:,.0f} QPS while sampled, server CPU "
-        f"{result.cpu_us_per_request('server'):,.0f} us/query; raw stacks in {out}"
+        f"server, {load} at 4 clients, tenant workload, {what}: "
+        f"{result.qps:,.0f} requests/s while sampled, server CPU "
+        f"{result.cpu_us_per_request('server'):,.0f} us/request; raw stacks in {out}"
     )
     return header + "\n" + summarize_query(out, PROFILE_RATE, result.requests)
+
+
+def _batches(requests: list[Request], size: int = 10) -> list[Request]:
+    """The single-query bodies grouped by tenant into batch requests of up to `size`."""
+    by_path: dict[str, list[bytes]] = {}
+    for request in requests:
+        by_path.setdefault(request.path, []).append(request.body)
+    out = []
+    for path, bodies in by_path.items():
+        for start in range(0, len(bodies), size):
+            group = b",".join(bodies[start : start + size])
+            out.append(Request(path + "/batch", b'{"queries":[' + group + b"]}"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                 for p in points
                 if (p.system, p.config, p.workload) == ("shoal", "default", "tenant")
             )
-            summary = _profile(server, p.shoal_requests, args, loads[0])
+            summary = _profile(server, p.shoal_requests, args, loads[0], "query")
+            batches = _batches(p.shoal_requests)
+            summary += "\n\n" + _profile(server, batches, args, loads[0], "batch query")
             print("\n" + summary)
             report["profile"] = summary
     out = args.out_dir / "serving.json"

@@ -2,16 +2,20 @@
 kept between runs, tenant top-10 queries by wrk at 1 and 4 connections, medians of 3.
 
     python -m bench.serving_quick --data-dir /tmp/shoal-quick [--env SHOAL_HTTP_PARSER=h11]
+    python -m bench.serving_quick --ab SHOAL_LEAN_LANE=false   # two servers, interleaved
 
 The first run loads the set over HTTP (about 20 s); later runs restart the server on it.
 `bench.serving` is the full comparison with pgvector; this is its Shoal half, small enough to
-run after every change.
+run after every change. With `--ab`, a second server (on a copy of the data dir, with the given
+variables) runs beside the first and every timed point alternates between them: on this noisy
+machine only such side-by-side ratios mean anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +23,11 @@ from pathlib import Path
 import httpx
 
 from bench import common, debian_queries, loadgen, shoal_side
+from bench.common import Profiler
+from bench.profile import summarize_query
 from tests.support import ServerProcess
+
+PROFILE_RATE = 200
 
 
 def _settled(client: httpx.Client) -> bool:
@@ -32,6 +40,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/shoal-quick"))
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--ab", action="append", default=[], help="NAME=VALUE for server B")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="then py-spy server A, 4 clients")
     args = parser.parse_args()
     for item in args.env:
         name, _, value = item.partition("=")
@@ -39,32 +50,66 @@ def main() -> None:
     data = common.load_debian()
     parts = debian_queries.split(data)
     fresh = not args.data_dir.exists()
-    server = ServerProcess(args.data_dir).start(120)
-    url = f"http://127.0.0.1:{server.port}"
+    servers = {"A": ServerProcess(args.data_dir).start(120)}
     try:
+        url = servers["A"].url
         if fresh:
             print("loaded:", shoal_side.load(url, data, parts.loaded))
-        with httpx.Client(base_url=url, timeout=120) as client:
-            while not _settled(client):
-                time.sleep(1)
+        _wait_settled(url)
+        if args.ab:
+            servers["A"].stop()  # copy a closed store, then run both
+            copy = args.data_dir.with_name(args.data_dir.name + "-b")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(args.data_dir, copy)
+            servers["A"].start(120)
+            env = dict(item.partition("=")[::2] for item in args.ab)
+            servers["B"] = ServerProcess(copy, env=env).start(120)
+            for server in servers.values():
+                _wait_settled(server.url)
         queries = debian_queries.build(data, parts, "tenant")
         requests = shoal_side.requests(data, queries, "default", 10)
-        assert server.process is not None
-        for clients in (1, 4):
-            runs = [
-                loadgen.run_wrk(url, requests, clients, args.seconds, server.process.pid)
-                for _ in range(3)
-            ]
+        results: dict[tuple[str, int], list[loadgen.LoadResult]] = {}
+        for _ in range(args.runs):
+            for clients in (1, 4):
+                for name, server in servers.items():
+                    assert server.process is not None
+                    run = loadgen.run_wrk(
+                        server.url, requests, clients, args.seconds, server.process.pid
+                    )
+                    results.setdefault((name, clients), []).append(run)
+        for (name, clients), runs in results.items():
             qps = statistics.median(r.requests / r.seconds for r in runs)
             cpu = statistics.median((r.server_cpu_s or 0.0) / r.requests * 1e6 for r in runs)
             p50 = statistics.median(r.p50_ms for r in runs)
             errors = sum(r.errors for r in runs)
+            label = f"{name} " if args.ab else ""
             print(
-                f"clients {clients}: {qps:,.0f} QPS, server CPU {cpu:,.0f} us/query, "
+                f"{label}clients {clients}: {qps:,.0f} QPS, server CPU {cpu:,.0f} us/query, "
                 f"p50 {p50:.2f} ms, errors {errors}"
             )
+        if args.profile:
+            server = servers["A"]
+            assert server.process is not None
+            out = Path("/tmp/shoal-quick-profile.txt")
+            with Profiler(server.process.pid, out, PROFILE_RATE):
+                run = loadgen.run_wrk(server.url, requests, 4, 10, server.process.pid)
+            print(summarize_query(out, PROFILE_RATE, run.requests))
+        if args.ab:
+            for clients in (1, 4):
+                ratios = [
+                    (b.requests / b.seconds) / (a.requests / a.seconds)
+                    for a, b in zip(results[("A", clients)], results[("B", clients)], strict=True)
+                ]
+                print(f"B/A QPS at {clients} clients: median {statistics.median(ratios):.3f}")
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+
+
+def _wait_settled(url: str) -> None:
+    with httpx.Client(base_url=url, timeout=120) as client:
+        while not _settled(client):
+            time.sleep(1)
 
 
 if __name__ == "__main__":
