@@ -11,8 +11,11 @@ order, with the same functions:
         -> the request model's validation (422, same pydantic model, same message)
         -> `run_*` of api/routes (shared with the FastAPI route) -> orjson response
 
-A query runs on the event loop when it is the only request in flight and on a query thread
-otherwise; a batch always on a query thread; an upsert on FastAPI's worker threads.
+A query runs on the event loop: handing it to a worker thread so that its search (which
+releases the GIL) could overlap other requests cost more than it gained, 1.37x fewer queries
+per second at 4 clients (GIL hand-offs between the loop and the workers; bench.serving_quick
+--ab, docs/benchmarks.md "Serving"). A batch runs on a query thread, an upsert on FastAPI's
+worker threads (it waits for the WAL sync).
 
 Anything unusual (another content type, an empty body) is handed to FastAPI untouched, so it
 answers exactly as it always did; the FastAPI routes stay declared, which keeps the OpenAPI
@@ -73,13 +76,13 @@ class _Lane:
     rule: Rule
     model: type[BaseModel]
     run: Runner
-    handoff: str  # "busy": to a query thread when others are in flight; "always"; "write"
+    handoff: str  # "inline", "batch" (a query thread), "write" (FastAPI's worker threads)
 
 
 # (method, route template, FastAPI endpoint, request model, runner, hand-off: see `_respond`)
 _LANES: list[tuple[str, str, Callable[..., Any], type[BaseModel], Runner, str]] = [
-    ("POST", T + "/query", queries.query, QueryRequest, run_query, "busy"),
-    ("POST", T + "/query/batch", queries.query_batch, BatchQueryRequest, run_batch, "always"),
+    ("POST", T + "/query", queries.query, QueryRequest, run_query, "inline"),
+    ("POST", T + "/query/batch", queries.query_batch, BatchQueryRequest, run_batch, "batch"),
     ("PUT", P, points.upsert_points, UpsertRequest, run_upsert, "write"),
 ]
 
@@ -94,7 +97,6 @@ class LeanLane:
         self.app = app
         self.database = database
         self.lanes: dict[str, list[_Lane]] = {}
-        self._busy = 0  # requests of the lane in flight
         self._pool = concurrent.futures.ThreadPoolExecutor(query_threads, "query")
         for method, template, endpoint, model, run, handoff in _LANES:
             lane = _Lane(
@@ -126,7 +128,6 @@ class LeanLane:
             await self.app(scope, _replay(body, receive), send)  # FastAPI's own answer
             return
         scope["route"] = lane.route
-        self._busy += 1
         try:
             response = await self._respond(lane, params, scope, body)
         except ShoalError as exc:
@@ -137,8 +138,6 @@ class LeanLane:
                 scope, receive, send
             )
             return
-        finally:
-            self._busy -= 1
         if isinstance(response, JSONResponse):
             await response(scope, receive, send)
             return
@@ -164,11 +163,8 @@ class LeanLane:
         except ValidationError as exc:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
             return validation_error_response(errors)
-        if lane.handoff == "always" or (lane.handoff == "busy" and self._busy > 1):
-            # A batch; or a query while other requests are in flight: on a worker thread, so
-            # that the search, which releases the GIL (numba, numpy, hnswlib), overlaps their
-            # Python on the event loop (+9% QPS at 4 clients, bench.serving_quick --ab).
-            # Alone, a query runs inline: the hand-off would only add latency.
+        if lane.handoff == "batch":
+            # Up to 100 queries: on a query thread, so that the event loop serves others.
             loop = asyncio.get_running_loop()
             context = contextvars.copy_context()  # the request id, for log lines
             answer = await loop.run_in_executor(

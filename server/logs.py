@@ -70,7 +70,7 @@ class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
         super().__init__(stream)
         self._dirty = False
-        self._closed = threading.Event()
+        self._stop = threading.Event()  # not `_closed`: logging.Handler's own flag
         threading.Thread(target=self._flusher, name="log-flush", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -95,12 +95,12 @@ class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
     def _flusher(self) -> None:
-        while not self._closed.wait(self.FLUSH_EVERY_S):
+        while not self._stop.wait(self.FLUSH_EVERY_S):
             if self._dirty:
                 self._flush_now()
 
     def close(self) -> None:
-        self._closed.set()
+        self._stop.set()
         self._flush_now()
         super().close()
 

@@ -1,0 +1,211 @@
+"""The server's buffered JSON log (server/logs.py `_BufferedStderrHandler`) still gets written.
+
+`shoal serve` writes its log lines, the access log included, into a 64 KiB buffer over file
+descriptor 2 instead of Python's line-buffered stderr, so most lines no longer leave the
+process when they are logged: a daemon thread flushes every 0.1 s, warnings and worse are
+flushed at once, and `close` (called by logging's shutdown) flushes the rest. A buffer that is
+never flushed is silent data loss that no functional test notices; so here a real server's
+access-log line must reach its log file within a second of the request while the server sits
+idle, and in-process the handler is driven directly with fd 2 pointed at a temporary file:
+an info line is held back (while the flusher is far off) and then written by the flusher
+thread, a warning is on disk when `handle` returns, `close` writes whatever is pending, and a
+second `close` (as `logging.shutdown` does at exit to every live handler) does not raise.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.logs import JsonFormatter, _BufferedStderrHandler
+from tests.support import ServerProcess
+
+
+def poll(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether `condition` holds within `timeout_s` (checked every 10 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The complete JSON lines of a log (a line still being written is skipped)."""
+    records = []
+    for line in text.splitlines(keepends=True):
+        if line.endswith("\n") and line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+# -- a real server -------------------------------------------------------------------------------
+
+
+def test_an_access_log_line_reaches_the_file_while_the_server_is_idle(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        path = "/v1/collections/no-such-collection"
+        response = httpx.get(f"{server.url}{path}", headers={"X-Request-ID": "flush-check-1"})
+        assert response.status_code == 404, response.text
+        sent = time.monotonic()
+
+        def logged() -> list[dict[str, Any]]:
+            return [r for r in json_lines(server.log_path.read_text()) if r.get("path") == path]
+
+        # No request follows: only the flusher thread can write the line.
+        assert poll(lambda: bool(logged()), 1.0), server.log_path.read_text()[-2000:]
+        elapsed = time.monotonic() - sent
+        [line] = logged()
+        assert line["logger"] == "shoal.access" and line["level"] == "info", line
+        assert line["status"] == 404 and line["method"] == "GET", line
+        assert line["request_id"] == "flush-check-1", line
+        assert elapsed < 1.0
+    finally:
+        assert server.stop() == 0
+
+
+# -- the handler, in process ---------------------------------------------------------------------
+
+
+@contextmanager
+def fd2_redirected(target: Path) -> Iterator[None]:
+    """File descriptor 2 pointed at `target` for the block, then restored.
+
+    Entered in the test's body, not in a fixture: pytest's capture points fd 2 at its own file
+    again when the test's call phase begins. `sys.stderr` is the interpreter's own stream over
+    fd 2 for the block: under pytest's capture it is a stand-in whose `fileno` is another
+    descriptor, and the handler opens `sys.stderr.fileno()`."""
+    sys.__stderr__.flush()  # type: ignore[union-attr]
+    saved_fd, saved_stream = os.dup(2), sys.stderr
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.dup2(fd, 2)
+        sys.stderr = sys.__stderr__
+        yield
+    finally:
+        sys.stderr = saved_stream
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        os.close(fd)
+
+
+@pytest.fixture
+def stderr_file(tmp_path: Path) -> Path:
+    return tmp_path / "stderr.log"
+
+
+class _SlowFlusher(_BufferedStderrHandler):
+    """The handler with its periodic flush an hour away: what it holds back stays held back
+    for the length of a test, so the buffering itself can be asserted."""
+
+    FLUSH_EVERY_S = 3600.0
+
+
+def make_handler(cls: type[_BufferedStderrHandler] = _BufferedStderrHandler) -> logging.Handler:
+    handler = cls()
+    handler.setFormatter(JsonFormatter())
+    return handler
+
+
+def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.makeLogRecord(
+        {"name": "shoal.test", "levelno": level, "levelname": logging.getLevelName(level),
+         "msg": message}
+    )  # fmt: skip
+
+
+def messages(path: Path) -> list[str]:
+    return [r["message"] for r in json_lines(path.read_text())]
+
+
+def test_an_info_line_is_flushed_by_the_thread_within_half_a_second(stderr_file: Path) -> None:
+    with fd2_redirected(stderr_file):
+        handler = make_handler()
+        try:
+            handler.handle(record("info one"))
+            handler.handle(record("info two"))
+            # Whether they are there already depends on the flusher's phase: not asserted.
+            flushed = poll(lambda: messages(stderr_file) == ["info one", "info two"], 0.5)
+            assert flushed, stderr_file.read_text()
+        finally:
+            handler.close()
+    assert messages(stderr_file) == ["info one", "info two"]  # close wrote nothing twice
+
+
+def test_info_lines_are_held_in_the_buffer(stderr_file: Path) -> None:
+    with fd2_redirected(stderr_file):
+        handler = make_handler(_SlowFlusher)
+        try:
+            for i in range(20):
+                handler.handle(record(f"held {i}"))
+            time.sleep(0.2)  # two flush periods of the real handler
+            # No write per line (the point of the handler); deterministic, as the flusher
+            # of this subclass waits an hour.
+            assert stderr_file.read_text() == ""
+        finally:
+            handler.close()
+    assert messages(stderr_file) == [f"held {i}" for i in range(20)]
+
+
+def test_a_warning_is_on_disk_when_handle_returns(stderr_file: Path) -> None:
+    with fd2_redirected(stderr_file):
+        handler = make_handler(_SlowFlusher)
+        try:
+            handler.handle(record("before"))
+            handler.handle(record("careful", logging.WARNING))
+            # No waiting: the warning, and the info line held before it, in order.
+            assert messages(stderr_file) == ["before", "careful"]
+            levels = [r["level"] for r in json_lines(stderr_file.read_text())]
+            assert levels == ["info", "warning"]
+            handler.handle(record("broken", logging.ERROR))
+            assert messages(stderr_file) == ["before", "careful", "broken"]
+            handler.handle(record("after"))
+            assert messages(stderr_file) == ["before", "careful", "broken"]  # held again
+        finally:
+            handler.close()
+    assert messages(stderr_file) == ["before", "careful", "broken", "after"]
+
+
+def test_close_writes_everything_pending(stderr_file: Path) -> None:
+    lines = [f"pending {i} " + "x" * 200 for i in range(100)]  # ~25 KiB: under the buffer
+    with fd2_redirected(stderr_file):
+        handler = make_handler(_SlowFlusher)
+        for line in lines:
+            handler.handle(record(line))
+        assert stderr_file.read_text() == ""
+        handler.close()
+        assert messages(stderr_file) == lines
+        os.write(2, b"fd 2 still open\n")  # the handler's stream did not close fd 2
+    assert stderr_file.read_text().endswith("fd 2 still open\n")
+
+
+def test_close_can_be_called_again(stderr_file: Path) -> None:
+    """`logging.shutdown` (atexit) closes every handler still alive, including those closed
+    already; a second `close` must not raise."""
+    with fd2_redirected(stderr_file):
+        handler = make_handler(_SlowFlusher)
+        handler.handle(record("once"))
+        handler.close()
+        try:
+            handler.close()
+        finally:
+            # Whatever happened: let `logging.shutdown` not meet this handler at exit.
+            handler._closed = threading.Event()  # type: ignore[attr-defined]
+            del handler
+            gc.collect()
+    assert messages(stderr_file) == ["once"]
