@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -48,6 +49,9 @@ _ERRORS = {
 def create_app(settings: Settings) -> FastAPI:
     observer = Metrics()  # this app's own registry, passed down: no global state
     database = Database(settings, observer)
+    # Batch queries of the lean lane run here; FastAPI's own worker threads (anyio) serve
+    # upserts and the other blocking routes. `query_threads` sizes each.
+    query_pool = ThreadPoolExecutor(settings.query_threads, "query")
     observer.watch(database)
 
     @asynccontextmanager
@@ -61,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             recovery.join()
+            query_pool.shutdown(wait=True)  # no batch still reading the store
             database.close()
             blas_limit.restore_original_limits()
             log.info("store closed")
@@ -80,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (metrics, keys, collections, tenants, points, queries, transfer):
         app.include_router(module.router, dependencies=[Depends(authorize_request)])
     if settings.lean_lane:  # innermost: after the body limit, before FastAPI's router
-        app.add_middleware(LeanLane, database=database, query_threads=settings.query_threads)
+        app.add_middleware(LeanLane, database=database, pool=query_pool)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     public = ["/healthz", "/readyz"]  # probes
     # The API's own description and its pages: the same for everyone, and a browser loads

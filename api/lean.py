@@ -93,11 +93,13 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 
 class LeanLane:
-    def __init__(self, app: ASGIApp, database: Database, query_threads: int):
+    def __init__(
+        self, app: ASGIApp, database: Database, pool: concurrent.futures.ThreadPoolExecutor
+    ):
         self.app = app
         self.database = database
         self.lanes: dict[str, list[_Lane]] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(query_threads, "query")
+        self._pool = pool  # the app's query threads, shut down with the app
         for method, template, endpoint, model, run, handoff in _LANES:
             lane = _Lane(
                 _pattern(template),

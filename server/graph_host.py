@@ -306,7 +306,7 @@ class GraphHost:
                 vectors = collection.arena.rows(labels)
                 queries = self._sample_queries()
                 outside = ~np.isin(queries[0], labels)
-            if grown and outside.sum() < recall.SAMPLES // 2:
+            if grown and outside.sum() < len(outside) / 2:
                 self._rebuild_due.add(key)
                 continue
             if grown:
@@ -364,34 +364,43 @@ class GraphHost:
             return
         settings = self.settings
         chosen: dict[float, tuple[int, float]] = {}
-        with collection.read_lock():  # the search reads arena rows in place
-            capacity = len(collection.arena.norms_sq)
-            padded = {}
-            for band, mask in check.masks.items():
-                full = np.zeros(capacity, dtype=np.bool_)
-                full[: len(mask)] = mask[:capacity]
-                padded[band] = full
-            for multiple in _CURATOR_EF_MULTIPLES:
-                effort = ef * multiple
+        padded: dict[float, np.ndarray] = {}
 
-                def answer(i: int, band: float, _: np.ndarray, effort: int = effort) -> np.ndarray:
-                    allowed = None if band >= 1.0 else padded[band]
+        def allowed_at(band: float) -> np.ndarray | None:
+            """The band's mask over the arena as it is now (caller holds the read lock)."""
+            if band >= 1.0:
+                return None
+            capacity = len(collection.arena.norms_sq)
+            full = padded.get(band)
+            if full is None or len(full) != capacity:
+                mask = check.masks[band]
+                full = padded[band] = np.zeros(capacity, dtype=np.bool_)
+                full[: len(mask)] = mask[:capacity]
+            return full
+
+        for multiple in _CURATOR_EF_MULTIPLES:
+            effort = ef * multiple
+
+            def answer(i: int, band: float, _: np.ndarray, effort: int = effort) -> np.ndarray:
+                # The lock per query, not per check: a check is up to 1,920 searches, and a
+                # writer waiting for the lock would hold every new reader back meanwhile.
+                with collection.read_lock():  # the search reads arena rows in place
                     top, _stats = curator.search(
                         check.queries[i],
                         key,
                         11,
                         effort,
-                        allowed=allowed,
+                        allowed=allowed_at(band),
                         patience=settings.patience,
                     )
-                    return top.labels
+                return top.labels
 
-                bands = tuple(b for b in recall.BANDS if b not in chosen)
-                for band, measured in recall.measure(check, answer, bands=bands).items():
-                    if measured >= _CURATOR_CHECK_TARGET or multiple == _CURATOR_EF_MULTIPLES[-1]:
-                        chosen[band] = (effort, measured)
-                if len(chosen) == len(recall.BANDS):
-                    break
+            bands = tuple(b for b in recall.BANDS if b not in chosen)
+            for band, measured in recall.measure(check, answer, bands=bands).items():
+                if measured >= _CURATOR_CHECK_TARGET or multiple == _CURATOR_EF_MULTIPLES[-1]:
+                    chosen[band] = (effort, measured)
+            if len(chosen) == len(recall.BANDS):
+                break
         self.curator_checks[key] = chosen
 
     def curator_effort(self, tenant: int, selectivity: float) -> tuple[int, bool]:
@@ -424,9 +433,11 @@ class GraphHost:
         settings = self.settings
         shared = self.graphs.get(SHARED)
         for key in list(self._rebuild_due):
-            if key in self.graphs:
+            readable = collection.tenants.readable.get(key) if key != SHARED else None
+            shrunk = key != SHARED and len(readable or ()) < settings.tenant_graph_min_points // 2
+            if key in self.graphs and not shrunk:
                 return key
-            self._rebuild_due.discard(key)  # the tenant was demoted or deleted meanwhile
+            self._rebuild_due.discard(key)  # demoted, deleted, or due for demotion below
         if shared is None:
             if collection.arena.count >= settings.shared_graph_min_points:
                 return SHARED
@@ -453,6 +464,7 @@ class GraphHost:
     def _build(self, key: GraphKey) -> None:
         collection = self._collection
         started = time.perf_counter()
+        self._rebuild_due.discard(key)  # if the build fails, the next recheck decides again
         with collection.read_lock():
             labels = self._members(key)
             vectors = collection.arena.rows(labels)
@@ -474,10 +486,10 @@ class GraphHost:
                 graph.add(labels[held], vectors[held])
             graph.checked_size = len(labels)
             self._check_curator(key, labels, vectors, queries)
-            self._rebuild_due.discard(key)
             with collection.read_lock():
                 graph.pending = self._building.pop(key)
                 if key != SHARED and key not in collection.tenants.name_of:
+                    self.curator_checks.pop(key, None)
                     return  # the tenant was deleted meanwhile
                 self.graphs[key] = graph
                 self._snapshot_seq.pop(key, None)

@@ -67,7 +67,14 @@ class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         # Lives as long as the handler; `close` flushes it (fd 2 itself stays open).
-        stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
+        stream = open(  # noqa: SIM115
+            sys.stderr.fileno(),
+            "w",
+            buffering=1 << 16,
+            encoding="utf-8",
+            errors="backslashreplace",  # as sys.stderr: a bad character never fails a line
+            closefd=False,
+        )
         super().__init__(stream)
         self._dirty = False
         self._stop = threading.Event()  # not `_closed`: logging.Handler's own flag
@@ -83,14 +90,18 @@ class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def handle(self, record: logging.LogRecord) -> bool:
         emitted = super().handle(record)
         if record.levelno >= logging.WARNING:
-            self._flush_now()
+            self._flush_now(record)
         return emitted
 
-    def _flush_now(self) -> None:
+    def _flush_now(self, record: logging.LogRecord | None = None) -> None:
+        """Write what is buffered. A failure (stderr a closed pipe) goes to `handleError`,
+        as a failed `emit` does: logging must never fail the request that logs."""
         self.acquire()
         try:
             self._dirty = False
             self.stream.flush()
+        except Exception:
+            self.handleError(record or logging.makeLogRecord({"msg": "log flush"}))
         finally:
             self.release()
 
@@ -119,6 +130,8 @@ def configure_logging(level: str, stream: IO[str] | None = None) -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, _BufferedStderrHandler):
+            old.close()  # ours: stop its flusher thread (others belong to whoever added them)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in _UVICORN_LOGGERS:

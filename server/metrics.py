@@ -15,6 +15,7 @@ Each app builds its own `Metrics` (no global registry), so tests can run many ap
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -146,12 +147,14 @@ class Metrics(Observer):
         # Labelled children by (metric, labels): `labels()` builds and locks a lookup each
         # time, a few microseconds that every request paid four times.
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._children_lock = threading.Lock()  # a miss never races a collection's removal
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
         key = (metric, labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            with self._children_lock:
+                child = self._children[key] = metric.labels(*labels)
         return child
 
     def watch(self, database: Database) -> None:
@@ -186,9 +189,10 @@ class Metrics(Observer):
         self.group_commit.observe(writes)
 
     def collection_dropped(self, collection: str) -> None:
-        self._children.clear()  # the removed series must not live on in the cache
-        self.queries_total.remove_by_labels({"collection": collection})
-        self.writes.remove_by_labels({"collection": collection})
+        with self._children_lock:  # the removed series must not live on in the cache
+            self.queries_total.remove_by_labels({"collection": collection})
+            self.writes.remove_by_labels({"collection": collection})
+            self._children.clear()
 
 
 class _WithoutCreated:

@@ -38,7 +38,10 @@ class Settings(BaseSettings):
         65536, ge=16, description="Largest attributes object of one point, as JSON (422 above)."
     )
     query_threads: int = Field(
-        8, ge=1, description="Worker threads for requests (search releases the GIL in numpy)."
+        8,
+        ge=1,
+        description="Worker threads for blocking requests (upserts waiting for the WAL sync, "
+        "admin queries, scrolls), and as many again for batch queries.",
     )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
