@@ -81,8 +81,12 @@ def vectors(
             matrix = None
         if matrix is None or matrix.ndim != 2 or matrix.shape[1] != dim:
             _raise_for_shape(rows, dim, path_of)
+        cosine = metric is Metric.COSINE
+        if len(matrix) == 1:  # a query: one float32 dot product and scalar checks
+            square = float(np.dot(matrix[0], matrix[0]))
+            if math.isfinite(square) and (not cosine or square >= _TINY):
+                return matrix
         norms_sq = np.einsum("ij,ij->i", matrix, matrix)
-    cosine = metric is Metric.COSINE
     if np.isfinite(norms_sq).all() and (not cosine or norms_sq.min() >= _TINY):
         return matrix
     finite = np.isfinite(matrix).all(axis=1)
