@@ -37,7 +37,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access import P, Rule, T, rule_for
 from api.auth import admit
@@ -46,7 +46,7 @@ from api.errors import (
     unexpected_error_response,
     validation_error_response,
 )
-from api.middleware import restore_slashes
+from api.middleware import replay_body, restore_slashes
 from api.models.points import UpsertRequest
 from api.models.queries import BatchQueryRequest, QueryRequest
 from api.routes import points, queries
@@ -127,7 +127,7 @@ class LeanLane:
         if body is None:
             return  # the client went away
         if not body or not _is_json(scope):
-            await self.app(scope, _replay(body, receive), send)  # FastAPI's own answer
+            await self.app(scope, replay_body(body, receive), send)  # FastAPI's own answer
             return
         scope["route"] = lane.route
         try:
@@ -200,16 +200,3 @@ def _is_json(scope: Scope) -> bool:
             kind = value.split(b";", 1)[0].strip().lower()
             return kind == b"application/json"
     return False
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

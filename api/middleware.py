@@ -33,6 +33,21 @@ async def _send_error(send: Send, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over `body`, already read, as one message, then goes on with
+    the real one (for the disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class BodyLimit:
     """Reject bodies over `max_bytes` (declared or streamed) with 413 before any parsing."""
 
@@ -62,17 +77,7 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
     def _message(self, size: int) -> str:
         return f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"

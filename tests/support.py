@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import socket
@@ -12,8 +14,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -120,3 +124,12 @@ class ServerProcess:
 
     def client(self, timeout_s: float = 30.0, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout_s, verify=self.verify, **kwargs)
+
+
+def read_debian(debian_dir: Path) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The Debian set's vectors (float32) and point records, row for row."""
+    vectors = np.load(debian_dir / "vectors.f16.npy").astype(np.float32)
+    with gzip.open(debian_dir / "points.jsonl.gz", "rt") as lines:
+        points = [json.loads(line) for line in lines]
+    assert len(points) == len(vectors)
+    return vectors, points

@@ -68,19 +68,21 @@ def _wants_vector(include: list[str]) -> bool:
     return "vector" in include or "vector_b64" in include
 
 
+def _options(body: QueryRequest) -> dict[str, Any]:
+    """The keyword arguments of `Collection.query` and `admin_query` a request sets."""
+    return {
+        "include_attributes": "attributes" in body.include,
+        "include_vector": _wants_vector(body.include),
+        "vector_paths": [vector_field(body.vector_b64)],
+        "exact": body.exact,
+        "ef": body.ef,
+        "raw_filter": body.filter,
+        "strategy": body.strategy,
+    }
+
+
 def run_query(body: QueryRequest, collection: Collection, tenant: str) -> dict[str, Any]:
-    [result] = collection.query(
-        tenant,
-        [body.vector],
-        body.k,
-        "attributes" in body.include,
-        _wants_vector(body.include),
-        [vector_field(body.vector_b64)],
-        exact=body.exact,
-        ef=body.ef,
-        raw_filter=body.filter,
-        strategy=body.strategy,
-    )
+    [result] = collection.query(tenant, [body.vector], body.k, **_options(body))
     return _result(result, body.explain, "vector_b64" in body.include)
 
 
@@ -125,18 +127,7 @@ def run_batch(body: BatchQueryRequest, collection: Collection, tenant: str) -> d
 
 
 def run_admin_query(body: AdminQueryRequest, collection: Collection) -> dict[str, Any]:
-    [result] = collection.admin_query(
-        [body.vector],
-        body.k,
-        body.tenants,
-        "attributes" in body.include,
-        _wants_vector(body.include),
-        [vector_field(body.vector_b64)],
-        exact=body.exact,
-        ef=body.ef,
-        raw_filter=body.filter,
-        strategy=body.strategy,
-    )
+    [result] = collection.admin_query([body.vector], body.k, body.tenants, **_options(body))
     return _result(result, body.explain, "vector_b64" in body.include)
 
 

@@ -76,14 +76,22 @@ def count(client: TestClient, collection: str, tenant: str) -> int:
 
 
 def scroll_all(
-    client: TestClient, collection: str, tenant: str, limit: int = 100, with_vector: bool = False
+    client: TestClient,
+    collection: str,
+    tenant: str,
+    limit: int = 100,
+    with_vector: bool = False,
+    filter: Any = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Every point of a scroll, following cursors; also the number of pages."""
+    """Every point of a scroll (of the points matching `filter`, if given), following cursors;
+    also the number of pages."""
     points: list[dict[str, Any]] = []
     cursor: str | None = None
     pages = 0
     while True:
         body: dict[str, Any] = {"limit": limit, "with_vector": with_vector}
+        if filter is not None:
+            body["filter"] = filter
         if cursor is not None:
             body["cursor"] = cursor
         response = client.post(f"{points_url(collection, tenant)}/scroll", json=body)

@@ -71,24 +71,11 @@ class Model:
 def scroll_keys(
     client: TestClient, collection: str, tenant: str, raw: Any, limit: int
 ) -> list[Key]:
-    """Every page of a filtered scroll, following cursors."""
-    keys: list[Key] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        body: dict[str, Any] = {"limit": limit, "filter": raw}
-        if cursor is not None:
-            body["cursor"] = cursor
-        response = client.post(f"{points_url(collection, tenant)}/scroll", json=body)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["points"]) <= limit
-        for point in page["points"]:
-            assert reference_match(raw, point["attributes"]), (raw, point)
-        keys += [(p["owner"], p["id"]) for p in page["points"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return keys
-    raise AssertionError("scroll does not end")
+    """Every page of a filtered scroll, each point checked against the reference evaluator."""
+    points, _ = scroll_all(client, collection, tenant, limit, filter=raw)
+    for point in points:
+        assert reference_match(raw, point["attributes"]), (raw, point)
+    return [(p["owner"], p["id"]) for p in points]
 
 
 def count_of(client: TestClient, collection: str, tenant: str, raw: Any) -> int:

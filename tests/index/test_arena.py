@@ -4,21 +4,13 @@ import numpy as np
 import pytest
 
 from index.arena import Metric, VectorArena
+from tests.index.reference import brute_distances
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(clusters, dim)) * 4
     return (centers[rng.integers(clusters, size=n)] + rng.normal(size=(n, dim))).astype(np.float32)
-
-
-def brute_force(rows: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarray:
-    rows64, q64 = rows.astype(np.float64), query.astype(np.float64)
-    if metric is Metric.COSINE:
-        return 1 - rows64 @ q64 / (np.linalg.norm(rows64, axis=1) * np.linalg.norm(q64))
-    if metric is Metric.IP:
-        return 1 - rows64 @ q64
-    return np.linalg.norm(rows64 - q64, axis=1)
 
 
 @pytest.mark.parametrize("metric", list(Metric))
@@ -30,7 +22,7 @@ def test_exact_search_matches_brute_force_on_a_label_subset(metric: Metric) -> N
     subset = np.sort(np.random.default_rng(2).choice(labels, 700, replace=False))
     queries = clustered(20, 24, 12, seed=3)
     for query, top in zip(queries, arena.search(queries, subset, 10), strict=True):
-        expected = brute_force(data[subset], query, metric)
+        expected = brute_distances(data[subset], query, metric)
         order = np.argsort(expected, kind="stable")[:10]
         np.testing.assert_array_equal(top.labels, subset[order])
         np.testing.assert_allclose(top.distances, expected[order], rtol=1e-4, atol=1e-4)

@@ -19,6 +19,7 @@ import pytest
 from index.arena import Metric, VectorArena
 from index.cluster_tree import ClusterTree
 from index.curator import Curator
+from tests.index.reference import brute_distances
 
 DIM = 16
 POINTS = 3000
@@ -47,15 +48,6 @@ def clustered(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
 def zipf(n: int) -> np.ndarray:
     weights = 1.0 / np.arange(1, n + 1)
     return weights / weights.sum()
-
-
-def brute_distances(rows: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarray:
-    rows64, q64 = rows.astype(np.float64), query.astype(np.float64)
-    if metric is Metric.COSINE:
-        return 1 - rows64 @ q64 / (np.linalg.norm(rows64, axis=1) * np.linalg.norm(q64))
-    if metric is Metric.IP:
-        return 1 - rows64 @ q64
-    return np.linalg.norm(rows64 - q64, axis=1)
 
 
 def exact_top(arena: VectorArena, labels: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import pytest
 
 from index.arena import Metric
 from index.hnsw import GraphParams, HnswGraph
+from tests.index.reference import brute_distances
 
 DIM = 16
 CLUSTERS = 12
@@ -29,16 +30,6 @@ def clustered(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(0).normal(size=(CLUSTERS, DIM)) * 3
     return (centres[rng.integers(CLUSTERS, size=n)] + rng.normal(size=(n, DIM))).astype(np.float32)
-
-
-def brute(rows: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarray:
-    """Float64 distances, the arena's conventions: cosine 1-cos, ip 1-dot, l2 not squared."""
-    rows64, q64 = rows.astype(np.float64), query.astype(np.float64)
-    if metric is Metric.COSINE:
-        return 1 - rows64 @ q64 / (np.linalg.norm(rows64, axis=1) * np.linalg.norm(q64))
-    if metric is Metric.IP:
-        return 1 - rows64 @ q64
-    return np.linalg.norm(rows64 - q64, axis=1)
 
 
 class Model:
@@ -57,7 +48,9 @@ class Model:
 
     def exact(self, query: np.ndarray, k: int, metric: Metric) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(sorted(self.vectors), dtype=np.int64)
-        distances = brute(np.stack([self.vectors[x] for x in labels.tolist()]), query, metric)
+        distances = brute_distances(
+            np.stack([self.vectors[x] for x in labels.tolist()]), query, metric
+        )
         order = np.argsort(distances, kind="stable")[:k]
         return labels[order], distances[order]
 

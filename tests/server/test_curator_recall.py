@@ -15,8 +15,6 @@ revoking grants, and the answers must be the same, to the bit, after a restart.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import time
 from collections import defaultdict
@@ -29,7 +27,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import app_client
+from tests.support import app_client, read_debian
 
 pytestmark = pytest.mark.slow
 
@@ -94,10 +92,7 @@ def keys_of(response: dict[str, Any]) -> list[Key]:
 
 class Debian:
     def __init__(self, debian_dir: Path):
-        self.vectors = np.load(debian_dir / "vectors.f16.npy").astype(np.float32)
-        with gzip.open(debian_dir / "points.jsonl.gz", "rt") as lines:
-            self.points = [json.loads(line) for line in lines]
-        assert len(self.points) == len(self.vectors)
+        self.vectors, self.points = read_debian(debian_dir)
         rng = random.Random(20240611)
         self.held_out = sorted(rng.sample(range(len(self.points)), len(self.points) // 100))
         held = set(self.held_out)

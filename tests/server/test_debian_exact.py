@@ -11,8 +11,6 @@ tags; the answer must be the exact top-k over exactly the points that tenant can
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,7 +22,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import app_client
+from tests.support import app_client, read_debian
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +37,6 @@ BATCH = 1000
 
 def tenant_url(tenant: str) -> str:
     return f"/v1/collections/{COLLECTION}/tenants/{quote(tenant, safe='')}"
-
-
-def load(debian_dir: Path) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    vectors = np.load(debian_dir / "vectors.f16.npy").astype(np.float32)
-    with gzip.open(debian_dir / "points.jsonl.gz", "rt") as lines:
-        points = [json.loads(line) for line in lines]
-    assert len(points) == len(vectors)
-    return vectors, points
 
 
 def upsert(client: TestClient, tenant: str, rows: list[int], vectors, points) -> None:
@@ -102,7 +92,7 @@ def check_hits(
 
 
 def test_tenant_queries_match_brute_force(debian_dir: Path, tmp_path: Path) -> None:
-    vectors, points = load(debian_dir)
+    vectors, points = read_debian(debian_dir)
     sizes = Counter(point["tenant"] for point in points)
     largest = {tenant for tenant, _ in sizes.most_common(LARGEST_TENANTS)}
     subset = [i for i, point in enumerate(points) if point["tenant"] in largest]

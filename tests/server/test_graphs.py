@@ -544,6 +544,24 @@ def test_recall_checks_never_query_a_graph_with_its_own_members(
     world.assert_all_right(world.sample(3), "after the recheck and the rebuild")
 
 
+def test_a_rebuild_due_never_pre_empts_a_demotion(world: World) -> None:
+    """A tenant graph marked for a rebuild (it had doubled) that then shrinks below half the
+    threshold is demoted, not rebuilt. The indexer is stopped so that the test decides when
+    `_due` runs."""
+    world.create(graph_rebuild_tombstones=0.9)
+    collection = built(world)
+    host = collection.graphs
+    number = big_number(world)
+    host.stop(persist=False)
+    world.delete("big", world.owned("big")[:900])  # 1,608 -> 708 readable, below 750
+    host._rebuild_due.add(number)
+    host._tenants_checked = 0.0  # the once-a-second scan of tenants is due
+    with collection.read_lock():
+        assert host._due() is None
+    assert host.tenant(number) is None, "demoted"
+    assert number not in host._rebuild_due
+
+
 # -- persistence ---------------------------------------------------------------------------------
 
 

@@ -17,8 +17,6 @@ over the exact readable, filtered set; the mean over queries must be >= 0.95 per
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import time
 from collections import Counter, defaultdict
@@ -31,7 +29,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import app_client
+from tests.support import app_client, read_debian
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +46,7 @@ INDEX = {"tenant_graph_min_points": 7000}
 
 class Debian:
     def __init__(self, debian_dir: Path):
-        self.vectors = np.load(debian_dir / "vectors.f16.npy").astype(np.float32)
-        with gzip.open(debian_dir / "points.jsonl.gz", "rt") as lines:
-            self.points = [json.loads(line) for line in lines]
-        assert len(self.points) == len(self.vectors)
+        self.vectors, self.points = read_debian(debian_dir)
         owners = Counter(p["tenant"] for p in self.points)
         tags = Counter(t for p in self.points for t in p["tags"])
         eligible = [
