@@ -1,11 +1,14 @@
 """The lean lane: query, batch query and upsert served straight from ASGI.
 
 These three routes carry nearly all of a busy server's requests, and a query's search takes a
-tenth of a millisecond; FastAPI's routing, dependency solving and request objects cost several
-times that (bench/serving.py profiles, docs/benchmarks.md "Serving"). The lane sits inside the
-other middlewares (request id, metrics, slashes, authentication, body limit all apply as
-before) and in front of FastAPI's router. It does what the FastAPI route does, in the same
-order, with the same functions:
+tenth of a millisecond; FastAPI's layers, routing, dependency solving and request objects cost
+several times that (bench/serving.py profiles, docs/benchmarks.md "Serving"). The app
+(`api.app.ShoalApp`) hands the lane a request before any of FastAPI's own layers when
+`LeanLane.takes` it: one of the three routes, a path without an escaped '/', an
+`application/json` body whose declared length is within the body limit. The lane wraps it in
+the same middlewares the FastAPI stack has (error guard, request id, metrics and access log,
+authentication) and then does what the FastAPI route does, in the same order, with the same
+functions:
 
     JSON body (400) -> `api.auth.admit` (401/403/404/429) -> the collection (404)
         -> the request model's validation (422, same pydantic model, same message)
@@ -17,10 +20,11 @@ per second at 4 clients (GIL hand-offs between the loop and the workers; bench.s
 --ab, docs/benchmarks.md "Serving"). A batch runs on a query thread, an upsert on FastAPI's
 worker threads (it waits for the WAL sync).
 
-Anything unusual (another content type, an empty body) is handed to FastAPI untouched, so it
-answers exactly as it always did; the FastAPI routes stay declared, which keeps the OpenAPI
-schema, and serve everything when the lane is off (`lean_lane = false`). A test sends the same
-valid and invalid requests both ways and compares the answers.
+Anything else (another content type, no or a zero `Content-Length`, an escaped '/', a body
+over the limit) goes through FastAPI as before, so it answers exactly as it always did; the
+FastAPI routes stay declared, which keeps the OpenAPI schema, and serve everything when the
+lane is off (`lean_lane = false`). A test sends the same valid and invalid requests both ways
+and compares the answers.
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ from api.errors import (
     unexpected_error_response,
     validation_error_response,
 )
-from api.middleware import replay_body, restore_slashes
 from api.models.points import UpsertRequest
 from api.models.queries import BatchQueryRequest, QueryRequest
 from api.routes import points, queries
@@ -58,6 +61,7 @@ from server.errors import ShoalError
 
 Runner = Callable[[Any, Collection, str], dict[str, Any]]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_LANE = "shoal.lane"  # the ASGI scope key `takes` sets: (lane, path parameters)
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,18 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 
 class LeanLane:
+    """Takes the lane's requests (`takes`) and serves them (`__call__`) through `stack`: the
+    middlewares FastAPI's stack has for them, around the lane itself."""
+
     def __init__(
-        self, app: ASGIApp, database: Database, pool: concurrent.futures.ThreadPoolExecutor
+        self,
+        database: Database,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        max_bytes: int,
+        wrap: Callable[[ASGIApp], ASGIApp],
     ):
-        self.app = app
         self.database = database
+        self.max_bytes = max_bytes
         self.lanes: dict[str, list[_Lane]] = {}
         self._pool = pool  # the app's query threads, shut down with the app
         for method, template, endpoint, model, run, handoff in _LANES:
@@ -110,25 +121,44 @@ class LeanLane:
                 handoff,
             )
             self.lanes.setdefault(method, []).append(lane)
+        self.stack = wrap(self)
+
+    def takes(self, scope: Scope) -> bool:
+        """True for a request the lane serves as FastAPI would; it notes the lane in `scope`.
+        Decided from the request line and headers only, before the body is read."""
+        if scope["type"] != "http":
+            return False
+        lanes = self.lanes.get(scope["method"])
+        raw = scope.get("raw_path")
+        if not lanes or not raw or b"\x1f" in raw:
+            return False
+        # An encoded '/' in a name, or a control character: EncodedSlashes' business.
+        if b"%" in raw and (b"%2f" in raw.lower() or b"%1f" in raw.lower()):
+            return False
+        for lane in lanes:
+            match = lane.pattern.match(scope["path"])
+            if match is not None:
+                break
+        else:
+            return False
+        json, length = False, 0
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                # Exactly the bodies FastAPI parses as JSON: `application/json`, with
+                # parameters or not (other `+json` types take FastAPI's own path).
+                json = value.split(b";", 1)[0].strip().lower() == b"application/json"
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else 0
+        if not json or not 0 < length <= self.max_bytes:
+            return False  # FastAPI's answer: 413, 400 for no body, 422 for another type
+        scope[_LANE] = (lane, match.groupdict())
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for lane in self.lanes.get(scope["method"], ()):
-                match = lane.pattern.match(scope["path"])
-                if match is not None:
-                    await self._serve(lane, match.groupdict(), scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-    async def _serve(
-        self, lane: _Lane, params: dict[str, str], scope: Scope, receive: Receive, send: Send
-    ) -> None:
+        lane, params = scope[_LANE]
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
-        if not body or not _is_json(scope):
-            await self.app(scope, replay_body(body, receive), send)  # FastAPI's own answer
-            return
         scope["route"] = lane.route
         try:
             response = await self._respond(lane, params, scope, body)
@@ -154,8 +184,7 @@ class LeanLane:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return validation_error_response([{"type": "json_invalid", "loc": ("body", 0)}])
-        collection_name = restore_slashes(params["collection"])
-        tenant = restore_slashes(params["tenant"])
+        collection_name, tenant = params["collection"], params["tenant"]
         database = self.database
         admit(database, scope, lane.rule, lane.route.name, collection_name, tenant, body)
         collection = database.collection(collection_name)
@@ -190,13 +219,3 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _is_json(scope: Scope) -> bool:
-    """Exactly the bodies FastAPI parses as JSON: `application/json`, with parameters or not
-    (other `+json` types and a missing header take FastAPI's own path)."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            kind = value.split(b";", 1)[0].strip().lower()
-            return kind == b"application/json"
-    return False

@@ -15,7 +15,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.logs import REQUEST_ID
+from server.logs import REQUEST_ID, info_line
 from server.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -71,15 +71,10 @@ class Observability:
             raw = scope.get("raw_path") or scope["path"].encode()
             query = scope.get("query_string", b"")
             path = (raw + b"?" + query if query else raw).decode("latin-1")
-            access_log.info(
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(seconds * 1e3, 3),
-                },
-            )
+            fields = {
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1e3, 3),
+            }
+            info_line(access_log, f"{method} {path} {status}", fields)

@@ -3,12 +3,14 @@ kept between runs, tenant top-10 queries by wrk at 1 and 4 connections, medians 
 
     python -m bench.serving_quick --data-dir /tmp/shoal-quick [--env SHOAL_HTTP_PARSER=h11]
     python -m bench.serving_quick --ab SHOAL_LEAN_LANE=false   # two servers, interleaved
+    python -m bench.serving_quick --b-code /tmp/shoal-base     # B runs another checkout
 
 The first run loads the set over HTTP (about 20 s); later runs restart the server on it.
 `bench.serving` is the full comparison with pgvector; this is its Shoal half, small enough to
 run after every change. With `--ab`, a second server (on a copy of the data dir, with the given
-variables) runs beside the first and every timed point alternates between them: on this noisy
-machine only such side-by-side ratios mean anything.
+variables, or with `--b-code` the code of another checkout, say `git clone . /tmp/shoal-base`
+of the commit before a change) runs beside the first and every timed point alternates between
+them: on this noisy machine only such side-by-side ratios mean anything.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--ab", action="append", default=[], help="NAME=VALUE for server B")
+    parser.add_argument("--b-code", type=Path, help="server B runs the checkout in this dir")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="then py-spy server A, 4 clients")
     args = parser.parse_args()
@@ -56,14 +59,15 @@ def main() -> None:
         if fresh:
             print("loaded:", shoal_side.load(url, data, parts.loaded))
         _wait_settled(url)
-        if args.ab:
+        ab = bool(args.ab or args.b_code)
+        if ab:
             servers["A"].stop()  # copy a closed store, then run both
             copy = args.data_dir.with_name(args.data_dir.name + "-b")
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(args.data_dir, copy)
             servers["A"].start(120)
             env = dict(item.partition("=")[::2] for item in args.ab)
-            servers["B"] = ServerProcess(copy, env=env).start(120)
+            servers["B"] = ServerProcess(copy, env=env, cwd=args.b_code).start(120)
             for server in servers.values():
                 _wait_settled(server.url)
         queries = debian_queries.build(data, parts, "tenant")
@@ -82,7 +86,7 @@ def main() -> None:
             cpu = statistics.median((r.server_cpu_s or 0.0) / r.requests * 1e6 for r in runs)
             p50 = statistics.median(r.p50_ms for r in runs)
             errors = sum(r.errors for r in runs)
-            label = f"{name} " if args.ab else ""
+            label = f"{name} " if ab else ""
             print(
                 f"{label}clients {clients}: {qps:,.0f} QPS, server CPU {cpu:,.0f} us/query, "
                 f"p50 {p50:.2f} ms, errors {errors}"
@@ -94,7 +98,7 @@ def main() -> None:
             with Profiler(server.process.pid, out, PROFILE_RATE):
                 run = loadgen.run_wrk(server.url, requests, 4, 10, server.process.pid)
             print(summarize_query(out, PROFILE_RATE, run.requests))
-        if args.ab:
+        if ab:
             for clients in (1, 4):
                 ratios = [
                     (b.requests / b.seconds) / (a.requests / a.seconds)

@@ -12,6 +12,7 @@ keeps similar vectors together).
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
@@ -156,7 +157,11 @@ class ClusterTree:
         return np.maximum(norms - 2.0 * dots + self.centroid_norms_sq[start:stop][None, :], 0.0)
 
     def to_routing_space(self, query: np.ndarray) -> np.ndarray:
-        return _routing_space(np.asarray(query, dtype=np.float32).reshape(1, -1), self.metric)[0]
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        if self.metric is not Metric.COSINE:
+            return query
+        # One vector per query: a dot product, not `np.linalg.norm`'s general machinery.
+        return query / max(math.sqrt(float(np.dot(query, query))), 1e-30)
 
     # -- persistence --------------------------------------------------------------------
 

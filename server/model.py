@@ -92,7 +92,7 @@ class PointView:
     shared_with: list[str] | None = None  # shown to the owner only
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made ten times a query, and frozen fields cost to set
 class Hit:
     point_id: str
     owner: str

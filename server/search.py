@@ -282,13 +282,15 @@ def _hits(
     collection: Collection, top: TopK, include_attributes: bool, include_vector: bool
 ) -> list[Hit]:
     points, names, arena = collection.points, collection.tenants.name_of, collection.arena
+    labels = top.labels.tolist()
+    owners = points.owners(top.labels).tolist()
     return [
         Hit(
-            point_id=points.point_id(label),
-            owner=names[points.owner(label)],
-            distance=distance,
-            attributes=orjson.loads(points.attributes_json(label)) if include_attributes else None,
-            vector=arena.vector(label) if include_vector else None,
+            points.point_id(label),
+            names[owner],
+            distance,
+            orjson.loads(points.attributes_json(label)) if include_attributes else None,
+            arena.vector(label) if include_vector else None,
         )
-        for label, distance in zip(top.labels.tolist(), top.distances.tolist(), strict=True)
+        for label, owner, distance in zip(labels, owners, top.distances.tolist(), strict=True)
     ]

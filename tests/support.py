@@ -66,7 +66,7 @@ class ServerProcess:
     """`shoal serve` as a child process on a loopback port.
 
     `env` adds variables (SHOAL_ADMIN_KEY...); with `tls_ca` (the certificate to trust) it is
-    reached over https.
+    reached over https; `cwd` runs the code of another checkout (benchmarks compare commits).
     """
 
     def __init__(
@@ -76,8 +76,10 @@ class ServerProcess:
         port: int | None = None,
         env: dict[str, str] | None = None,
         tls_ca: Path | None = None,
+        cwd: Path | None = None,
     ):
         self.data_dir = data_dir
+        self.cwd = cwd or REPO
         self.port = port or free_port()
         self.url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
         self.verify: ssl.SSLContext | bool = (
@@ -95,7 +97,7 @@ class ServerProcess:
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self._env)
         self.process = subprocess.Popen(
-            self._args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
+            self._args, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=env
         )
         with self.client(timeout_s=5.0) as client:
             deadline = time.monotonic() + timeout_s

@@ -85,13 +85,10 @@ class CountingPool:
 
 
 def find_lane(client: TestClient) -> LeanLane:
-    """The app's LeanLane instance, down the middleware chain (each has `.app`)."""
-    node: Any = client.app.middleware_stack  # type: ignore[attr-defined]
-    while node is not None:
-        if isinstance(node, LeanLane):
-            return node
-        node = getattr(node, "app", None)
-    raise AssertionError("no LeanLane in the middleware stack")
+    """The app's LeanLane (`ShoalApp.lean`)."""
+    lane = client.app.lean  # type: ignore[attr-defined]
+    assert isinstance(lane, LeanLane), "the app has no lean lane"
+    return lane
 
 
 @pytest.fixture

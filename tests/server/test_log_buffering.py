@@ -10,6 +10,8 @@ idle, and in-process the handler is driven directly with fd 2 pointed at a tempo
 an info line is held back (while the flusher is far off) and then written by the flusher
 thread, a warning is on disk when `handle` returns, `close` writes whatever is pending, and a
 second `close` (as `logging.shutdown` does at exit to every live handler) does not raise.
+The access log's direct line (`info_line`, written into the handler without a LogRecord) is
+the very line logging would write, and is taken only with logging as `shoal serve` sets it up.
 """
 
 from __future__ import annotations
@@ -23,13 +25,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from server.logs import JsonFormatter, _BufferedStderrHandler
+from server.logs import (
+    REQUEST_ID,
+    JsonFormatter,
+    _BufferedStderrHandler,
+    _sole_json_handler,
+    configure_logging,
+    info_line,
+)
 from tests.support import ServerProcess
 
 
@@ -209,3 +219,92 @@ def test_close_can_be_called_again(stderr_file: Path) -> None:
             del handler
             gc.collect()
     assert messages(stderr_file) == ["once"]
+
+
+# -- the access log's direct line ---------------------------------------------------------------
+
+
+@contextmanager
+def json_logging(log_file: Path) -> Iterator[_BufferedStderrHandler]:
+    """`configure_logging("info")` as `shoal serve` does, fd 2 on `log_file`; the root
+    logger's handlers (pytest's own among them) and level restored afterwards. Entered in the
+    test's body, as `fd2_redirected` is: pytest adds its handlers when the call phase begins."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    with fd2_redirected(log_file):
+        configure_logging("info")
+        [handler] = root.handlers
+        assert isinstance(handler, _BufferedStderrHandler)
+        try:
+            yield handler
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+            for old in saved_handlers:
+                root.addHandler(old)
+            root.setLevel(saved_level)
+
+
+FIELDS = {"method": "POST", "path": "/v1/x%40y/query", "status": 200, "duration_ms": 0.25}
+
+
+def test_the_direct_access_line_is_the_line_logging_writes(stderr_file: Path) -> None:
+    access = logging.getLogger("shoal.access")
+    REQUEST_ID.set("req-1")
+    try:
+        with json_logging(stderr_file) as handler:
+            assert _sole_json_handler(access) is handler  # the direct line will be taken
+            # logging's own path, then the direct one
+            access.info("%s", "POST /v1/x%40y/query 200", extra=dict(FIELDS))
+            info_line(access, "POST /v1/x%40y/query 200", dict(FIELDS))
+    finally:
+        REQUEST_ID.set(None)
+    through_logging, direct = json_lines(stderr_file.read_text())
+    assert abs(_ts(through_logging) - _ts(direct)) < 1.0
+    del through_logging["ts"], direct["ts"]
+    assert list(direct.items()) == list(through_logging.items())  # same fields, same order
+    assert direct["request_id"] == "req-1" and direct["logger"] == "shoal.access"
+
+
+def test_any_other_logging_set_up_gets_the_record(stderr_file: Path) -> None:
+    """A handler or filter anywhere on the way sees the access line as a record (and can drop
+    it), and a level above info drops it."""
+    access = logging.getLogger("shoal.access")
+    kept: list[logging.LogRecord] = []
+    dropped: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    def drop(record: logging.LogRecord) -> bool:
+        dropped.append(record)
+        return False
+
+    with json_logging(stderr_file):
+        extra = Keep()
+        logging.getLogger("shoal").addHandler(extra)
+        try:
+            assert _sole_json_handler(access) is None
+            info_line(access, "GET /a 200", dict(FIELDS))
+        finally:
+            logging.getLogger("shoal").removeHandler(extra)
+        access.addFilter(drop)
+        try:
+            info_line(access, "GET /b 200", dict(FIELDS))
+        finally:
+            access.removeFilter(drop)
+        access.setLevel(logging.WARNING)
+        try:
+            info_line(access, "GET /c 200", dict(FIELDS))
+        finally:
+            access.setLevel(logging.NOTSET)
+        info_line(access, "GET /d 200", dict(FIELDS))  # as configured again: direct
+    assert [r.getMessage() for r in kept] == ["GET /a 200"]
+    assert kept[0].duration_ms == 0.25  # type: ignore[attr-defined]
+    assert [r.getMessage() for r in dropped] == ["GET /b 200"]
+    assert messages(stderr_file) == ["GET /a 200", "GET /d 200"]
+
+
+def _ts(record: dict[str, Any]) -> float:
+    return datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
