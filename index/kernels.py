@@ -11,9 +11,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from index.arena import Metric
-
-METRIC_CODES = {Metric.COSINE: 0, Metric.IP: 1, Metric.L2: 2}
+# By `index.arena.Metric` (a StrEnum: its members are these strings). Not imported from there:
+# the arena's exact search runs on these kernels.
+METRIC_CODES = {"cosine": 0, "ip": 1, "l2": 2}
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
@@ -101,8 +101,8 @@ def _replace_top(
     labels[position] = label
 
 
-def finish_distances(distances: np.ndarray, metric: Metric) -> np.ndarray:
-    if metric is Metric.L2:
+def finish_distances(distances: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "l2":
         return np.sqrt(np.maximum(distances, 0.0))
     return distances
 
