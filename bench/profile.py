@@ -62,7 +62,7 @@ def read_stacks(path: Path) -> Counter[str]:
 # torn down, freeing the parsed body (about 2 x 192,000 float objects and their lists per
 # 500-point batch): the `stages` timing "free the parsed body and model" measures the same.
 _FREEING = "OrjsonRoute.get_route_handler.<locals>.route"
-_LEAN_FREEING = "LeanLane._serve"  # the lean lane's frame that drops the parsed body
+_LEAN_FREEING = "LeanLane.__call__"  # the lean lane's frame that drops the parsed body
 
 
 def classify(stack: str) -> str:
@@ -180,7 +180,7 @@ QUERY_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     ("planning/search", "hits: ids and owners", ("Collection._hit", "_hits (server/search.py")),
     ("response encoding", "HitOut / QueryResponse models", ("_response (api/routes/queries.py",)),
     ("response encoding", "hits as plain data + orjson", ("_result (api/routes", "json_bytes")),
-    ("response encoding", "lean lane: response start + body", ("LeanLane._serve",)),
+    ("response encoding", "lean lane: response start + body", ("LeanLane.__call__",)),
     (
         "response encoding",
         "serialize_response + JSON render",
@@ -189,7 +189,14 @@ QUERY_RULES: list[tuple[str, str, tuple[str, ...]]] = [
     (
         "observability",
         "metrics, access log, request id",
-        ("Observability", "server/metrics.py", "prometheus_client", "logging/", "uuid"),
+        (
+            "Observability",
+            "server/metrics.py",
+            "server/logs.py",
+            "prometheus_client",
+            "logging/",
+            "uuid",
+        ),
     ),
     ("framework", "HTTP: the response's socket write", ("server/http_protocol.py",)),
     ("planning/search", "tenant lookup, plan, read lock", ("server/",)),

@@ -47,21 +47,22 @@ class CostModel:
     2-core machines the benchmarks run on (docs/benchmarks.md, "Planner calibration")."""
 
     # Fitted 2026-11-28 on the Debian set (384-d) by `python -m bench.calibrate --data-dir
-    # /tmp/shoal-planner-cache --details --check-synthetic` (load average 1.6-2.6).
-    exact_fixed_us: float = 73.0
-    exact_row_dim_ns: float = 1.07  # per candidate row and dimension: gather + dot
-    mask_fixed_us: float = 42.6  # the curator's filter mask
-    mask_row_ns: float = 1.75
+    # /tmp/shoal-planner-cache --details --check-synthetic` at 10f9562, after the exact scan
+    # moved to the compiled kernel (load average 0.5 at the start).
+    exact_fixed_us: float = 33.6
+    exact_row_dim_ns: float = 0.549  # per candidate row and dimension: a dot product in place
+    mask_fixed_us: float = 32.2  # the curator's filter mask
+    mask_row_ns: float = 0.384
     curator_fixed_us: float = 0.0  # the fit puts it all on the distances
-    curator_distance_dim_ns: float = 0.569
-    curator_check_ns: float = 6.79  # a label looked up in the mask
+    curator_distance_dim_ns: float = 0.547
+    curator_check_ns: float = 6.39  # a label looked up in the mask
     # Distances an unfiltered search computes: scale * ef**0.25 * sqrt(readable). Measured
-    # (bench.calibrate --details): 916 at 1k points, 2,675 at 10k, 4,903 at 28k, at ef 128;
-    # growing like ef**0.25 (the patience stop, not ef, ends most searches).
-    curator_distance_scale: float = 8.4
-    graph_fixed_us: float = 217.0
-    graph_ef_dim_ns: float = 6.25  # per unit of ef and dimension (about M distances each)
-    postfilter_fetch_ns: float = 0.0  # per label fetched: nothing beyond max(ef, fetch) itself
+    # (bench.calibrate --details): 916 at 1k points, 2,735 at 10k, at ef 128; growing like
+    # ef**0.25 (the patience stop, not ef, ends most searches).
+    curator_distance_scale: float = 8.04
+    graph_fixed_us: float = 196.0
+    graph_ef_dim_ns: float = 5.95  # per unit of ef and dimension (about M distances each)
+    postfilter_fetch_ns: float = 56.1  # per label fetched: the post-filter's own work
 
 
 @dataclass(frozen=True)

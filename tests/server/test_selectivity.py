@@ -214,7 +214,9 @@ def recall(rows: list[int], truth: list[int]) -> float:
         ("mid", None, {"curator", "shared_hnsw"}),
         ("mid", {"bucket": {"$lt": 50}}, {"exact"}),
         ("s03", None, {"exact"}),  # 100 points: below every index threshold
-        (ADMIN, None, {"shared_hnsw"}),
+        # 6,000 rows of 32 dims: the compiled scan (about 140 us by the model) and the
+        # graph (about 220 us, its fixed cost fitted at 384 dims) are close.
+        (ADMIN, None, {"shared_hnsw", "exact"}),
         (ADMIN, {"bucket": {"$lt": 10}}, {"exact"}),
     ],
 )
@@ -297,10 +299,12 @@ def test_every_selectivity_answers_in_full_and_the_choice_has_recall(
     table = f"\n{tenant}: recall@{K} of the planner's choice by selectivity\n" + "\n".join(lines)
     print(table)
     assert not failing, table
-    # The sweep starts with scans and, over the whole collection, crosses to an index (a
-    # 2k-point tenant of 32 dims is cheapest to scan at every selectivity).
+    # The sweep starts with scans and, unfiltered, crosses to the Curator on the two tenants
+    # that have it. Over the whole collection (6,000 rows of 32 dims) the compiled scan is
+    # priced below the shared graph, whose fixed cost was fitted at 384 dims: bench.planner
+    # shows that crossover at 384 dims (docs/benchmarks.md, "Planner: selectivity sweep").
     assert "exact" in chosen_seen, table
-    if tenant == ADMIN:
+    if tenant != ADMIN:
         assert chosen_seen - {"exact"}, table
     expected_forced = {"exact", "shared_hnsw"} | (
         {"tenant_hnsw", "curator"} if tenant == "big" else set()
