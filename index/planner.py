@@ -46,23 +46,25 @@ class CostModel:
     """Microseconds; the defaults are the output of `python -m bench.calibrate` on the
     2-core machines the benchmarks run on (docs/benchmarks.md, "Planner calibration")."""
 
-    # Fitted 2026-11-28 on the Debian set (384-d) by `python -m bench.calibrate --data-dir
-    # /tmp/shoal-planner-cache --details --check-synthetic` at 10f9562, after the exact scan
-    # moved to the compiled kernel (load average 0.5 at the start).
-    exact_fixed_us: float = 33.6
-    exact_row_dim_ns: float = 0.549  # per candidate row and dimension: a dot product in place
-    mask_fixed_us: float = 32.2  # the curator's filter mask
-    mask_row_ns: float = 0.384
+    # Fitted 2026-11-28 by `python -m bench.calibrate --data-dir /tmp/shoal-planner-cache
+    # --details --check-synthetic` after the exact scan moved to the compiled kernel: on the
+    # Debian set (384-d), the graph terms on its graphs and the synthetic set's (128-d) together
+    # (load average 0.3 at the start).
+    exact_fixed_us: float = 38.1
+    exact_row_dim_ns: float = 0.607  # per candidate row and dimension: a dot product in place
+    mask_fixed_us: float = 40.8  # the curator's filter mask
+    mask_row_ns: float = 3.24
     curator_fixed_us: float = 0.0  # the fit puts it all on the distances
-    curator_distance_dim_ns: float = 0.547
-    curator_check_ns: float = 6.39  # a label looked up in the mask
+    curator_distance_dim_ns: float = 0.608
+    curator_check_ns: float = 7.77  # a label looked up in the mask
     # Distances an unfiltered search computes: scale * ef**0.25 * sqrt(readable). Measured
     # (bench.calibrate --details): 916 at 1k points, 2,735 at 10k, at ef 128; growing like
     # ef**0.25 (the patience stop, not ef, ends most searches).
     curator_distance_scale: float = 8.04
-    graph_fixed_us: float = 196.0
-    graph_ef_dim_ns: float = 5.95  # per unit of ef and dimension (about M distances each)
-    postfilter_fetch_ns: float = 56.1  # per label fetched: the post-filter's own work
+    graph_fixed_us: float = 197.0
+    graph_ef_ns: float = 751.0  # per unit of ef whatever the dimension: the hops themselves
+    graph_ef_dim_ns: float = 4.91  # per unit of ef and dimension (about M distances each)
+    postfilter_fetch_ns: float = 142.0  # per label fetched: the post-filter's own work
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def _graph_cost(s: Situation, graph: GraphShape, model: CostModel) -> tuple[floa
     pending = min(graph.pending, s.candidates)
     cost = (
         model.graph_fixed_us
-        + model.graph_ef_dim_ns * s.dim * ef / 1e3
+        + (model.graph_ef_ns + model.graph_ef_dim_ns * s.dim) * ef / 1e3
         + model.postfilter_fetch_ns * fetch / 1e3
         + model.exact_row_dim_ns * s.dim * pending / 1e3
     )

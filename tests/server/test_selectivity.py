@@ -299,12 +299,15 @@ def test_every_selectivity_answers_in_full_and_the_choice_has_recall(
     table = f"\n{tenant}: recall@{K} of the planner's choice by selectivity\n" + "\n".join(lines)
     print(table)
     assert not failing, table
-    # The sweep starts with scans and, unfiltered, crosses to the Curator on the two tenants
-    # that have it. Over the whole collection (6,000 rows of 32 dims) the compiled scan is
-    # priced below the shared graph, whose fixed cost was fitted at 384 dims: bench.planner
-    # shows that crossover at 384 dims (docs/benchmarks.md, "Planner: selectivity sweep").
+    # The sweep starts with scans and, unfiltered, `mid` crosses to the Curator (priced at
+    # about a third of a scan of its 1,340 rows). At 32 dims the compiled scan is cheap enough
+    # that the other two may scan at every selectivity: `big`'s Curator runs at the effort its
+    # recall check asks for (x1, x2 or x4 of ef, decided when its graph is built), which puts
+    # it on either side of a scan; the collection's 6,000 rows scan for less than the shared
+    # graph's fixed cost. bench.planner shows both crossovers at 384 dims (docs/benchmarks.md,
+    # "Planner: selectivity sweep").
     assert "exact" in chosen_seen, table
-    if tenant != ADMIN:
+    if tenant == "mid":
         assert chosen_seen - {"exact"}, table
     expected_forced = {"exact", "shared_hnsw"} | (
         {"tenant_hnsw", "curator"} if tenant == "big" else set()
