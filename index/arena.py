@@ -148,10 +148,14 @@ class VectorArena:
         """
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
         labels = np.asarray(labels, dtype=np.int64)
-        if len(labels) == 0:
+        if len(labels) == 0 or k < 1:
             empty = TopK(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty] * len(queries)
         if len(queries) <= _SCANNED_QUERIES:
+            # The kernel reads rows unchecked, without the GIL: a label past the rows would
+            # read (or fault on) memory that is not the arena's.
+            if int(labels.min()) < 0 or int(labels.max()) >= self.high_water:
+                raise IndexError(f"labels outside 0..{self.high_water - 1}")
             return [self._scan(np.ascontiguousarray(query), labels, k) for query in queries]
         distances = self.distances(queries, labels)
         return [self.top_k(labels, row, k) for row in distances]
@@ -211,10 +215,12 @@ class VectorArena:
     def top_k(labels: np.ndarray, distances: np.ndarray, k: int) -> TopK:
         """The `k` smallest of `distances` (aligned with `labels`), nearest first."""
         if k < len(distances):
-            part = np.argpartition(distances, k - 1)[:k]
+            kth = distances[np.argpartition(distances, k - 1)[k - 1]]
+            # Every label as near as the k-th competes: which of equally near labels make
+            # the top k is decided by label, as the compiled scan decides it.
+            part = np.flatnonzero(distances <= kth)
         else:
             part = np.arange(len(distances))
-        # Ties broken by label so that equal inputs give equal outputs across restarts.
-        order = np.lexsort((labels[part], distances[part]))
+        order = np.lexsort((labels[part], distances[part]))[:k]
         chosen = part[order]
         return TopK(labels[chosen], distances[chosen].astype(np.float32))

@@ -1,9 +1,10 @@
 """Compiled kernels (numba, `nogil`): distances read straight from arena rows, no gather.
 
 A shortlist scan folds each row's distance into a bounded max-heap of the best `ef` so far
-(`heap_distances[0]` is the worst kept). Distances inside the kernels are "scan distances":
-cosine `1 - cos`, ip `1 - dot`, l2 the *squared* Euclidean distance (monotone in the real one;
-`finish_distances` converts).
+(`heap_distances[0]` is the worst kept), ordered by (distance, label): equally near labels
+are kept smallest first, whatever the order they are scanned in. Distances inside the
+kernels are "scan distances": cosine `1 - cos`, ip `1 - dot`, l2 the *squared* Euclidean
+distance (monotone in the real one; `finish_distances` converts).
 """
 
 from __future__ import annotations
@@ -59,10 +60,17 @@ def scan_shortlist(
             _push(heap_distances, heap_labels, size, distance, label)
             size += 1
             entered += 1
-        elif distance < heap_distances[0]:
+        elif _before(distance, label, heap_distances[0], heap_labels[0]):
             _replace_top(heap_distances, heap_labels, size, distance, label)
             entered += 1
     return size, entered, computed
+
+
+@numba.njit(nogil=True, cache=True)
+def _before(distance: float, label: int, other_distance: float, other_label: int) -> bool:
+    """Nearer, or as near with a smaller label: the order of every result, so that which of
+    several equally near labels makes the top k does not depend on the order of the scan."""
+    return distance < other_distance or (distance == other_distance and label < other_label)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -72,7 +80,7 @@ def _push(
     position = size
     while position > 0:
         parent = (position - 1) // 2
-        if distances[parent] >= distance:
+        if not _before(distances[parent], labels[parent], distance, label):
             break
         distances[position] = distances[parent]
         labels[position] = labels[parent]
@@ -90,9 +98,11 @@ def _replace_top(
         child = 2 * position + 1
         if child >= size:
             break
-        if child + 1 < size and distances[child + 1] > distances[child]:
+        if child + 1 < size and _before(
+            distances[child], labels[child], distances[child + 1], labels[child + 1]
+        ):
             child += 1
-        if distances[child] <= distance:
+        if not _before(distance, label, distances[child], labels[child]):
             break
         distances[position] = distances[child]
         labels[position] = labels[child]

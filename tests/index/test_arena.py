@@ -13,14 +13,16 @@ def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
     return (centers[rng.integers(clusters, size=n)] + rng.normal(size=(n, dim))).astype(np.float32)
 
 
+# 1 and 4 queries are scanned one by one by the compiled kernel, 20 share a matrix product.
+@pytest.mark.parametrize("n_queries", [1, 4, 20])
 @pytest.mark.parametrize("metric", list(Metric))
-def test_exact_search_matches_brute_force_on_a_label_subset(metric: Metric) -> None:
+def test_exact_search_matches_brute_force_on_a_label_subset(metric: Metric, n_queries: int) -> None:
     data = clustered(3000, 24, 12, seed=1)
     arena = VectorArena(24, metric, initial_capacity=16)
     labels = arena.allocate(len(data))
     arena.put(labels, data)
     subset = np.sort(np.random.default_rng(2).choice(labels, 700, replace=False))
-    queries = clustered(20, 24, 12, seed=3)
+    queries = clustered(n_queries, 24, 12, seed=3)
     for query, top in zip(queries, arena.search(queries, subset, 10), strict=True):
         expected = brute_distances(data[subset], query, metric)
         order = np.argsort(expected, kind="stable")[:10]
@@ -74,3 +76,22 @@ def test_empty_label_set_returns_no_hits() -> None:
     arena = VectorArena(3, Metric.COSINE)
     [top] = arena.search(np.ones((1, 3), dtype=np.float32), np.empty(0, dtype=np.int64), 5)
     assert len(top.labels) == 0
+
+
+@pytest.mark.parametrize("n_queries", [1, 20])
+@pytest.mark.parametrize("metric", list(Metric))
+def test_ties_are_broken_by_label_on_either_path(metric: Metric, n_queries: int) -> None:
+    """Three copies of each vector: equal distances, so the label decides, whichever path
+    (the kernel's heap or the product's partition) found them."""
+    base = clustered(40, 8, 4, seed=6)
+    data = np.concatenate([base, base, base])
+    arena = VectorArena(8, metric)
+    labels = arena.allocate(len(data))
+    arena.put(labels, data)
+    shuffled = np.random.default_rng(7).permutation(labels)  # not sorted: order must not matter
+    queries = np.repeat(base[:1], n_queries, axis=0)
+    for top in arena.search(queries, shuffled, 5):
+        expected = brute_distances(data, base[0], metric)
+        order = np.lexsort((labels, np.round(expected, 4)))[:5]
+        np.testing.assert_array_equal(top.labels, labels[order])
+        assert top.labels[:3].tolist() == [0, 40, 80]  # the query's own vector, three times
