@@ -50,6 +50,7 @@ from api.errors import (
     unexpected_error_response,
     validation_error_response,
 )
+from api.middleware import send_error, too_large
 from api.models.points import UpsertRequest
 from api.models.queries import BatchQueryRequest, QueryRequest
 from api.routes import points, queries
@@ -141,24 +142,29 @@ class LeanLane:
                 break
         else:
             return False
-        json, length = False, 0
+        media, length = None, 0
         for name, value in scope["headers"]:
-            if name == b"content-type":
-                # Exactly the bodies FastAPI parses as JSON: `application/json`, with
-                # parameters or not (other `+json` types take FastAPI's own path).
-                json = value.split(b";", 1)[0].strip().lower() == b"application/json"
+            if name == b"content-type" and media is None:  # the first, as Starlette reads it
+                media = value.split(b";", 1)[0].strip().lower()
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else 0
-        if not json or not 0 < length <= self.max_bytes:
+            elif name == b"transfer-encoding":
+                return False  # chunked: the length is known only at the end (BodyLimit's)
+        # Exactly the bodies FastAPI parses as JSON: `application/json`, with parameters or
+        # not (other `+json` types take FastAPI's own path).
+        if media != b"application/json" or not 0 < length <= self.max_bytes:
             return False  # FastAPI's answer: 413, 400 for no body, 422 for another type
         scope[_LANE] = (lane, match.groupdict())
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane, params = scope[_LANE]
-        body = await _read_body(receive)
+        body = await _read_body(receive, self.max_bytes)
         if body is None:
             return  # the client went away
+        if isinstance(body, int):  # more than Content-Length said: no parser should allow it
+            await send_error(send, "too_large", too_large(body, self.max_bytes))
+            return
         scope["route"] = lane.route
         try:
             response = await self._respond(lane, params, scope, body)
@@ -210,12 +216,18 @@ class LeanLane:
         return json_bytes(answer)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, max_bytes: int) -> bytes | int | None:
+    """The body; its size so far once that passes `max_bytes`; None if the client left."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return size
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -18,7 +18,7 @@ def restore_slashes(value: str) -> str:
     return value.replace(SLASH_IN_SEGMENT, "/")
 
 
-async def _send_error(send: Send, code: str, message: str) -> None:
+async def send_error(send: Send, code: str, message: str) -> None:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     await send(
         {
@@ -31,6 +31,10 @@ async def _send_error(send: Send, code: str, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def too_large(size: int, max_bytes: int) -> str:
+    return f"request body of {size} bytes exceeds the limit of {max_bytes} bytes"
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:
@@ -61,7 +65,7 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_error(send, "too_large", self._message(int(value)))
+                await send_error(send, "too_large", too_large(int(value), self.max_bytes))
                 return
         chunks: list[bytes] = []
         size = 0
@@ -72,15 +76,12 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _send_error(send, "too_large", self._message(size))
+                await send_error(send, "too_large", too_large(size, self.max_bytes))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         await self.app(scope, replay_body(b"".join(chunks), receive), send)
-
-    def _message(self, size: int) -> str:
-        return f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"
 
 
 class EncodedSlashes:
@@ -98,9 +99,7 @@ class EncodedSlashes:
         if scope["type"] == "http" and raw:
             lowered = raw.lower()
             if b"%1f" in lowered or SLASH_IN_SEGMENT.encode() in raw:
-                await _send_error(
-                    send, "invalid", "path: names must not contain control characters"
-                )
+                await send_error(send, "invalid", "path: names must not contain control characters")
                 return
             if b"%2f" in lowered:
                 path = raw.split(b"?", 1)[0].decode("utf-8", errors="replace")

@@ -366,14 +366,23 @@ def fit(
             for d, c in graph
         ]
     )
-    x = nnls_relative(cols, t)
+    dims = sorted({d for d, _ in graph})
+    if len(dims) > 1:
+        x = nnls_relative(cols, t)
+    else:
+        # One dimension cannot tell the per-step part that scales with it from the part
+        # that does not (the two columns are proportional): keep the current default for the
+        # latter and fit the rest.
+        fixed_step = planner.CostModel().graph_ef_ns
+        rest = nnls_relative(cols[:, [0, 2, 3]], t - fixed_step * cols[:, 1])
+        x = np.array([rest[0], fixed_step, rest[1], rest[2]])
+        notes.append(f"graphs: one dimension; graph_ef_ns kept at {fixed_step}")
     (
         values["graph_fixed_us"],
         values["graph_ef_ns"],
         values["graph_ef_dim_ns"],
         values["postfilter_fetch_ns"],
     ) = x
-    dims = sorted({d for d, _ in graph})
     notes.append(f"graphs (dimensions {dims}): {errors(cols @ x, t)}")
     for d in dims:
         mine = np.array([dd == d for dd, _ in graph])

@@ -14,6 +14,7 @@ app exactly the JSON requests with a body and a valid key, in the other none. Th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -701,3 +702,61 @@ def test_lean_requests_are_counted_under_their_route_templates(
     assert after[("POST", QUERY_ROUTE, "200")] == before.get(("POST", QUERY_ROUTE, "200"), 0) + 2
     assert after[("POST", BATCH_ROUTE, "200")] == before.get(("POST", BATCH_ROUTE, "200"), 0) + 1
     assert before[("PUT", UPSERT_ROUTE, "200")] == len(POINTS)  # the set-up's upserts
+
+
+def test_the_first_content_type_decides_as_in_fastapi(
+    pair: tuple[Side, Side], lane_calls: list[str]
+) -> None:
+    """Two Content-Type headers: Starlette reads the first, and so does the lane's choice."""
+    answers = []
+    for side in pair:
+        headers = [*side.keys["admin"].items(), ("content-type", "text/plain")]
+        headers.append(("content-type", JSON))
+        answers.append(side.client.post(Q, content=j({"vector": V}), headers=headers))
+    lean, plain = answers
+    assert lean.status_code == plain.status_code == 422, (lean.text, plain.text)
+    assert lean.json() == plain.json()
+    assert lane_calls == []  # FastAPI answered in both apps
+
+
+def test_bodies_whose_length_is_not_declared_up_front_go_to_fastapi(
+    pair: tuple[Side, Side],
+) -> None:
+    """`takes` decides from the headers: a chunked body (with or without a Content-Length
+    beside it, which h11 would let through) is left to FastAPI's body limit."""
+    lane = pair[0].client.app.lean  # type: ignore[attr-defined]
+    base = {"type": "http", "method": "POST", "path": Q, "raw_path": Q.encode()}
+    declared = [(b"content-type", b"application/json"), (b"content-length", b"10")]
+    assert lane.takes({**base, "headers": declared})
+    chunked = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    assert not lane.takes({**base, "headers": chunked})
+    assert not lane.takes({**base, "headers": [*declared, (b"transfer-encoding", b"chunked")]})
+    too_big = [(b"content-type", b"application/json"), (b"content-length", b"%d" % (1 << 30))]
+    assert not lane.takes({**base, "headers": too_big})
+
+
+def test_a_body_longer_than_the_limit_is_refused_by_the_lane_itself(
+    pair: tuple[Side, Side],
+) -> None:
+    """Should a parser ever deliver more than the declared length, the lane stops reading at
+    the limit and answers the body limit's 413, without parsing anything."""
+    lane = pair[0].client.app.lean  # type: ignore[attr-defined]
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"10")]
+    scope = {"type": "http", "method": "POST", "path": Q, "raw_path": Q.encode()}
+    scope["headers"] = headers
+    assert lane.takes(scope)
+    chunk = b" " * (MAX_REQUEST_BYTES // 2 + 1)
+    messages = iter([{"type": "http.request", "body": chunk, "more_body": True}] * 3)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(lane(scope, receive, send))
+    assert sent[0]["status"] == 413
+    body = json.loads(sent[1]["body"])
+    assert body["error"]["code"] == "too_large"
+    assert f"exceeds the limit of {MAX_REQUEST_BYTES} bytes" in body["error"]["message"]
