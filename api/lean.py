@@ -147,7 +147,8 @@ class LeanLane:
             if name == b"content-type" and media is None:  # the first, as Starlette reads it
                 media = value.split(b";", 1)[0].strip().lower()
             elif name == b"content-length":
-                length = int(value) if value.isdigit() else 0
+                # (At most 18 digits: `int` refuses very long strings; the parser's business.)
+                length = int(value) if value.isdigit() and len(value) <= 18 else 0
             elif name == b"transfer-encoding":
                 return False  # chunked: the length is known only at the end (BodyLimit's)
         # Exactly the bodies FastAPI parses as JSON: `application/json`, with parameters or

@@ -733,6 +733,8 @@ def test_bodies_whose_length_is_not_declared_up_front_go_to_fastapi(
     assert not lane.takes({**base, "headers": [*declared, (b"transfer-encoding", b"chunked")]})
     too_big = [(b"content-type", b"application/json"), (b"content-length", b"%d" % (1 << 30))]
     assert not lane.takes({**base, "headers": too_big})
+    absurd = [(b"content-type", b"application/json"), (b"content-length", b"9" * 5000)]
+    assert not lane.takes({**base, "headers": absurd})  # no ValueError from int()
 
 
 def test_a_body_longer_than_the_limit_is_refused_by_the_lane_itself(
