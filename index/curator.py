@@ -364,3 +364,20 @@ class Curator:
         assert len(seen) == self.pairs, "pair count drifted"
         if expected_pairs is not None:
             assert seen == expected_pairs, "indexed pairs differ from the expected set"
+
+
+def warm_up() -> None:
+    """Compile the Curator's search kernel (or load it from numba's cache) now, with the types
+    every search passes, rather than in the first Curator query after a start."""
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(64, 2)).astype(np.float32)
+    arena = VectorArena(2, Metric.COSINE)
+    labels = arena.allocate(len(data))
+    arena.put(labels, data)
+    curator = Curator(ClusterTree.train(data, Metric.COSINE, branching=2, depth=1), arena, 8)
+    curator.place(labels)
+    curator.insert_many(labels, np.ones(len(labels), dtype=np.int64))
+    query = np.ones(2, dtype=np.float32)
+    curator.search(query, 1, 1)
+    allowed = np.ones(len(arena.norms_sq), dtype=np.bool_)
+    curator.search(query, 1, 1, allowed=allowed)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from index import arena
+from index import arena, curator
 from index.arena import Metric
 from server import audit, validation
 from server.apikeys import KeyRecord, KeyStore, Role
@@ -54,7 +54,9 @@ class Database:
     def open(self) -> None:
         started = time.perf_counter()
         try:
-            arena.warm_up()  # the first query after a start would compile the exact scan
+            # Else the first query after a start would compile the search kernels.
+            arena.warm_up()
+            curator.warm_up()
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             store = Store(
                 str(self.settings.data_dir), self.settings.durability, self.observer.synced

@@ -1,11 +1,12 @@
-"""The exact scan's kernel is compiled while the server starts, with the types queries use.
+"""The search kernels are compiled while the server starts, with the types queries use.
 
-numba compiles `index.kernels.scan_shortlist` (or loads it from its cache) on the first call
-in a process, 150-200 ms that the first query after every start would pay. `Database.open`
-calls `index.arena.warm_up`; if warm-up passed other types than a query does (an int32 label
-array, a strided query row), numba would compile a second version at that query, and the
-stall would be back. A fresh interpreter opens a real database, runs real tenant queries
-(a small tenant: the planner scans) and must find exactly one compiled version.
+numba compiles `index.kernels.scan_shortlist` and `curator_search` (or loads them from its
+cache) on the first call in a process, 150-200 ms that the first query after every start
+would pay. `Database.open` calls `index.arena.warm_up` and `index.curator.warm_up`; if a
+warm-up passed other types than a query does (an int32 label array, a strided query row),
+numba would compile a second version at that query, and the stall would be back. A fresh
+interpreter opens a real database, runs real tenant queries (exact scans, the Curator with
+and without a filter, a batch) and must find exactly one compiled version of each.
 """
 
 from __future__ import annotations
@@ -18,24 +19,40 @@ from tests.support import REPO
 
 SCRIPT = """
 import sys
+import time
 from pathlib import Path
-from index.kernels import scan_shortlist
+from index.kernels import curator_search, scan_shortlist
 from server.database import Database
 from server.model import PointInput
 from server.settings import Settings
 
+def compiled():
+    return len(scan_shortlist.signatures), len(curator_search.signatures)
+
 database = Database(Settings(data_dir=Path(sys.argv[1])))
 database.open()
-print("after open", len(scan_shortlist.signatures))
-database.create_collection("docs", 8, "cosine")
+print("after open", *compiled())
+index = {"curator_min_points": 100, "curator_min_tenant_points": 50}
+database.create_collection("docs", 8, "cosine", {"n": "integer"}, index)
 collection = database.collection("docs")
-points = [PointInput(f"p{i}", [float(i % 7 + 1), 1.0, 0, 0, 0, 0, 0, float(i)]) for i in range(40)]
-collection.upsert("acme", points)
+points = [
+    PointInput(f"p{i}", [float(i % 7 + 1), 1.0, 0, float(i % 3), 0, 0, 0, float(i)], {"n": i})
+    for i in range(300)
+]
+collection.upsert("acme", points[:290])
+collection.upsert("small", points[290:])
+deadline = time.monotonic() + 60
+while collection.curator.curator is None:
+    assert time.monotonic() < deadline, "the Curator was not trained"
+    time.sleep(0.05)
 for query in ([1.0] * 8, [0.5, 2, 0, 0, 1, 0, 0, 3]):
-    [result] = collection.query("acme", [query], 5)
-    assert result.plan.strategy == "exact" and len(result.hits) == 5, result.plan
-collection.query("acme", [[1.0] * 8, [2.0] * 8], 3)  # a batch of two: scanned one by one
-print("after queries", len(scan_shortlist.signatures))
+    [exact] = collection.query("small", [query], 5)
+    assert exact.plan.strategy == "exact" and len(exact.hits) == 5, exact.plan
+    for raw_filter in (None, {"n": {"$lt": 150}}):
+        [top] = collection.query("acme", [query], 5, strategy="curator", raw_filter=raw_filter)
+        assert top.plan.strategy == "curator" and len(top.hits) == 5, top.plan
+collection.query("small", [[1.0] * 8, [2.0] * 8], 3)  # a batch of two: scanned one by one
+print("after queries", *compiled())
 database.close()
 """
 
@@ -49,4 +66,4 @@ def test_queries_use_the_kernel_compiled_at_start(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["after open 1", "after queries 1"], done.stdout
+    assert done.stdout.split("\n")[:2] == ["after open 1 1", "after queries 1 1"], done.stdout
