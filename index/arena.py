@@ -151,11 +151,11 @@ class VectorArena:
         if len(labels) == 0 or k < 1:
             empty = TopK(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty] * len(queries)
+        # The kernel reads rows unchecked, without the GIL: a label past the rows would read
+        # (or fault on) memory that is not the arena's; numpy would wrap a negative one.
+        if int(labels.min()) < 0 or int(labels.max()) >= self.high_water:
+            raise IndexError(f"labels outside 0..{self.high_water - 1}")
         if len(queries) <= _SCANNED_QUERIES:
-            # The kernel reads rows unchecked, without the GIL: a label past the rows would
-            # read (or fault on) memory that is not the arena's.
-            if int(labels.min()) < 0 or int(labels.max()) >= self.high_water:
-                raise IndexError(f"labels outside 0..{self.high_water - 1}")
             return [self._scan(np.ascontiguousarray(query), labels, k) for query in queries]
         distances = self.distances(queries, labels)
         return [self.top_k(labels, row, k) for row in distances]
@@ -218,7 +218,7 @@ class VectorArena:
             kth = distances[np.argpartition(distances, k - 1)[k - 1]]
             # Every label as near as the k-th competes: which of equally near labels make
             # the top k is decided by label, as the compiled scan decides it.
-            part = np.flatnonzero(distances <= kth)
+            part = np.flatnonzero(~(distances > kth))  # a NaN k-th keeps them all
         else:
             part = np.arange(len(distances))
         order = np.lexsort((labels[part], distances[part]))[:k]

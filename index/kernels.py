@@ -56,6 +56,9 @@ def scan_shortlist(
                 distance = 1.0 - acc / max(denominator, 1e-30)
             else:
                 distance = 1.0 - acc
+        # Compared as stored: a float64 distance against the heap's float32 ones would let
+        # two equal rows differ, and the label would no longer decide between them.
+        distance = np.float32(distance)
         if size < capacity:
             _push(heap_distances, heap_labels, size, distance, label)
             size += 1

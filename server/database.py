@@ -54,9 +54,7 @@ class Database:
     def open(self) -> None:
         started = time.perf_counter()
         try:
-            # Else the first query after a start would compile the search kernels.
-            arena.warm_up()
-            curator.warm_up()
+            _warm_up()
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             store = Store(
                 str(self.settings.data_dir), self.settings.durability, self.observer.synced
@@ -190,3 +188,15 @@ class Database:
         )
         collection.admission = self.quotas.admission(config.name)
         return collection
+
+
+def _warm_up() -> None:
+    """Compile the search kernels (or load them from numba's cache) before the first query
+    needs them: 0.2 s that query would wait otherwise. Only an optimisation: a failure (the
+    cache volume full or read-only when numba writes to it) is logged, and the first query
+    compiles instead."""
+    try:
+        arena.warm_up()
+        curator.warm_up()
+    except Exception:
+        log.warning("could not compile the search kernels ahead of the first query", exc_info=True)

@@ -81,17 +81,47 @@ def test_empty_label_set_returns_no_hits() -> None:
 @pytest.mark.parametrize("n_queries", [1, 20])
 @pytest.mark.parametrize("metric", list(Metric))
 def test_ties_are_broken_by_label_on_either_path(metric: Metric, n_queries: int) -> None:
-    """Three copies of each vector: equal distances, so the label decides, whichever path
-    (the kernel's heap or the product's partition) found them."""
+    """Three copies of each vector: equally near, so the label decides which make the top k
+    and in what order, whichever path (the kernel's heap, the product's partition) found them
+    and in whatever order the labels came. Queries that are stored vectors (a self-distance
+    comes out exact) and queries that are not (the distances are rounded to float32)."""
     base = clustered(40, 8, 4, seed=6)
     data = np.concatenate([base, base, base])
     arena = VectorArena(8, metric)
     labels = arena.allocate(len(data))
     arena.put(labels, data)
-    shuffled = np.random.default_rng(7).permutation(labels)  # not sorted: order must not matter
-    queries = np.repeat(base[:1], n_queries, axis=0)
-    for top in arena.search(queries, shuffled, 5):
-        expected = brute_distances(data, base[0], metric)
-        order = np.lexsort((labels, np.round(expected, 4)))[:5]
-        np.testing.assert_array_equal(top.labels, labels[order])
-        assert top.labels[:3].tolist() == [0, 40, 80]  # the query's own vector, three times
+    rng = np.random.default_rng(7)
+    for query in (base[0], base[17], *clustered(6, 8, 4, seed=9)):
+        queries = np.repeat(query[None, :], n_queries, axis=0)
+        answers = [
+            arena.search(queries, order, 7)[0] for order in (labels, rng.permutation(labels))
+        ]
+        answers.append(arena.search(queries, labels[::-1].copy(), 7)[0])
+        first = answers[0]
+        for other in answers[1:]:
+            np.testing.assert_array_equal(other.labels, first.labels)
+        found = set(first.labels.tolist())
+        for label in first.labels.tolist():  # a copy with a smaller label is never left out
+            assert all(copy in found for copy in range(label % 40, label, 40)), first.labels
+        by_distance = first.distances.tolist()
+        assert by_distance == sorted(by_distance)
+        for i in range(1, len(by_distance)):
+            if by_distance[i] == by_distance[i - 1]:
+                assert first.labels[i] > first.labels[i - 1]
+
+
+def test_a_nan_distance_never_hides_the_others() -> None:
+    top = VectorArena.top_k(
+        np.arange(4, dtype=np.int64), np.array([np.nan, 0.5, np.nan, 0.2], dtype=np.float32), 3
+    )
+    assert top.labels[:2].tolist() == [3, 1] and len(top.labels) == 3
+
+
+@pytest.mark.parametrize("n_queries", [1, 5])
+def test_labels_outside_the_arena_are_refused_on_either_path(n_queries: int) -> None:
+    arena = VectorArena(2, Metric.L2)
+    arena.put(arena.allocate(3), np.eye(3, 2, dtype=np.float32))
+    queries = np.ones((n_queries, 2), dtype=np.float32)
+    for labels in ([-1, 0], [0, 3]):
+        with pytest.raises(IndexError):
+            arena.search(queries, np.array(labels, dtype=np.int64), 2)

@@ -4,17 +4,24 @@ numba compiles `index.kernels.scan_shortlist` and `curator_search` (or loads the
 cache) on the first call in a process, 150-200 ms that the first query after every start
 would pay. `Database.open` calls `index.arena.warm_up` and `index.curator.warm_up`; if a
 warm-up passed other types than a query does (an int32 label array, a strided query row),
-numba would compile a second version at that query, and the stall would be back. A fresh
+numba would compile another version at that query, and the stall would be back. A fresh
 interpreter opens a real database, runs real tenant queries (exact scans, the Curator with
-and without a filter, a batch) and must find exactly one compiled version of each.
+and without a filter, a batch) and must find no version compiled after the start.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from index import arena
+from server.database import Database
+from server.model import PointInput
+from server.settings import Settings
 from tests.support import REPO
 
 SCRIPT = """
@@ -66,4 +73,34 @@ def test_queries_use_the_kernel_compiled_at_start(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["after open 1 1", "after queries 1 1"], done.stdout
+    # Compiled fresh, the Curator's kernel also compiles the scan for its own argument types
+    # (three versions of the scan where a cached load shows one): what matters is that
+    # queries add none.
+    opened, queried = (line.split()[-2:] for line in done.stdout.split("\n")[:2])
+    assert opened == queried and min(map(int, opened)) >= 1, done.stdout
+
+
+def test_a_failed_warm_up_is_logged_and_recovery_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warm-up is an optimisation: numba failing to write its cache (a full or read-only
+    cache volume) must not keep the server from serving; the first query compiles instead."""
+
+    def cache_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(arena, "warm_up", cache_full)
+    database = Database(Settings(data_dir=tmp_path / "data"))
+    with caplog.at_level(logging.WARNING, logger="shoal.database"):
+        database.open()
+    try:
+        assert database.ready and database.failure is None
+        [warning] = [r for r in caplog.records if r.name == "shoal.database"]
+        assert "search kernels" in warning.getMessage() and warning.exc_info is not None
+        database.create_collection("docs", 2, "l2")
+        collection = database.collection("docs")
+        collection.upsert("acme", [PointInput("a", [1.0, 0.0]), PointInput("b", [0.0, 1.0])])
+        [result] = collection.query("acme", [[1.0, 0.1]], 1)
+        assert [hit.point_id for hit in result.hits] == ["a"]
+    finally:
+        database.close()
