@@ -50,7 +50,7 @@ from api.errors import (
     unexpected_error_response,
     validation_error_response,
 )
-from api.middleware import send_error, too_large
+from api.middleware import read_body, routes_as_is, send_error, too_large
 from api.models.points import UpsertRequest
 from api.models.queries import BatchQueryRequest, QueryRequest
 from api.routes import points, queries
@@ -131,11 +131,8 @@ class LeanLane:
             return False
         lanes = self.lanes.get(scope["method"])
         raw = scope.get("raw_path")
-        if not lanes or not raw or b"\x1f" in raw:
-            return False
-        # An encoded '/' in a name, or a control character: EncodedSlashes' business.
-        if b"%" in raw and (b"%2f" in raw.lower() or b"%1f" in raw.lower()):
-            return False
+        if not lanes or not raw or not routes_as_is(raw):
+            return False  # an encoded '/' or a control character: EncodedSlashes' business
         for lane in lanes:
             match = lane.pattern.match(scope["path"])
             if match is not None:
@@ -160,7 +157,7 @@ class LeanLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane, params = scope[_LANE]
-        body = await _read_body(receive, self.max_bytes)
+        body = await read_body(receive, self.max_bytes)
         if body is None:
             return  # the client went away
         if isinstance(body, int):  # more than Content-Length said: no parser should allow it
@@ -215,20 +212,3 @@ class LeanLane:
         else:
             answer = lane.run(request, collection, tenant)
         return json_bytes(answer)
-
-
-async def _read_body(receive: Receive, max_bytes: int) -> bytes | int | None:
-    """The body; its size so far once that passes `max_bytes`; None if the client left."""
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            return size
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

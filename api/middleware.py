@@ -37,6 +37,35 @@ def too_large(size: int, max_bytes: int) -> str:
     return f"request body of {size} bytes exceeds the limit of {max_bytes} bytes"
 
 
+async def read_body(receive: Receive, max_bytes: int) -> bytes | int | None:
+    """The whole body; or its size so far once that passes `max_bytes` (the rest is not
+    read); or None if the client went away."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return size
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def routes_as_is(raw_path: bytes) -> bool:
+    """No escaped '/' in a segment and no control character for `EncodedSlashes` to deal
+    with: the path the server decoded is the one to route."""
+    if SLASH_IN_SEGMENT.encode() in raw_path:
+        return False
+    if b"%" not in raw_path:
+        return True
+    lowered = raw_path.lower()
+    return b"%2f" not in lowered and b"%1f" not in lowered
+
+
 def replay_body(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands over `body`, already read, as one message, then goes on with
     the real one (for the disconnect)."""
@@ -67,21 +96,13 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await send_error(send, "too_large", too_large(int(value), self.max_bytes))
                 return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await send_error(send, "too_large", too_large(size, self.max_bytes))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, replay_body(b"".join(chunks), receive), send)
+        body = await read_body(receive, self.max_bytes)
+        if body is None:
+            return  # the client went away
+        if isinstance(body, int):
+            await send_error(send, "too_large", too_large(body, self.max_bytes))
+            return
+        await self.app(scope, replay_body(body, receive), send)
 
 
 class EncodedSlashes:
@@ -96,7 +117,7 @@ class EncodedSlashes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path")
-        if scope["type"] == "http" and raw:
+        if scope["type"] == "http" and raw and not routes_as_is(raw):
             lowered = raw.lower()
             if b"%1f" in lowered or SLASH_IN_SEGMENT.encode() in raw:
                 await send_error(send, "invalid", "path: names must not contain control characters")

@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import statistics
-import time
 from pathlib import Path
 
 import httpx
@@ -30,11 +29,6 @@ from bench.profile import summarize_query
 from tests.support import ServerProcess
 
 PROFILE_RATE = 200
-
-
-def _settled(client: httpx.Client) -> bool:
-    graphs = client.get("/v1/collections/debian").json()["graphs"]
-    return not graphs.get("pending") and not graphs.get("building")
 
 
 def main() -> None:
@@ -112,8 +106,7 @@ def main() -> None:
 
 def _wait_settled(url: str) -> None:
     with httpx.Client(base_url=url, timeout=120) as client:
-        while not _settled(client):
-            time.sleep(1)
+        shoal_side.wait_for_indexes(client)
 
 
 if __name__ == "__main__":

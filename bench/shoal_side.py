@@ -11,6 +11,7 @@ import base64
 import random
 import threading
 import time
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -83,20 +84,26 @@ def load(url: str, data: Debian, rows: np.ndarray, timeout_s: float = 300.0) -> 
         if errors:
             raise RuntimeError(f"{len(errors)} upserts failed, first: {errors[0]}")
         started = time.perf_counter()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            info = admin.get(f"/v1/collections/{COLLECTION}").json()
-            graphs = info["graphs"]
-            settled = not graphs["pending"] and not graphs["building"]
-            if info["curator"].get("trained") and settled and graphs["shared_graph"]:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"indexes not ready after {timeout_s} s: {info}")
-            time.sleep(0.2)
+        info = wait_for_indexes(admin, timeout_s)
         seconds["index wait"] = time.perf_counter() - started
         if info["points"] != len(rows) or info["tenants"] != len(groups):
             raise RuntimeError(f"loaded {info}, expected {len(rows)} points")
     return seconds
+
+
+def wait_for_indexes(client: httpx.Client, timeout_s: float = 300.0) -> dict[str, Any]:
+    """The collection's info once the Curator is trained and the HNSW graphs are built and
+    caught up (a graph built in the background would take a core from the timed points)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info: dict[str, Any] = client.get(f"/v1/collections/{COLLECTION}").json()
+        graphs = info["graphs"]
+        settled = not graphs["pending"] and not graphs["building"]
+        if info["curator"].get("trained") and settled and graphs["shared_graph"]:
+            return info
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"indexes not ready after {timeout_s} s: {info}")
+        time.sleep(0.2)
 
 
 def requests(

@@ -176,9 +176,7 @@ class VectorArena:
             heap_labels,
             0,
         )
-        order = np.lexsort((heap_labels[:size], heap_distances[:size]))
-        distances = finish_distances(heap_distances[order], self.metric)
-        return TopK(heap_labels[order], distances.astype(np.float32, copy=False))
+        return heap_top_k(heap_distances, heap_labels, size, k, self.metric)
 
     def distances(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(m, n) distances from each of `queries` (m, dim) to the rows of `labels` (n,)."""
@@ -224,6 +222,16 @@ class VectorArena:
         order = np.lexsort((labels[part], distances[part]))[:k]
         chosen = part[order]
         return TopK(labels[chosen], distances[chosen].astype(np.float32))
+
+
+def heap_top_k(
+    heap_distances: np.ndarray, heap_labels: np.ndarray, size: int, k: int, metric: Metric
+) -> TopK:
+    """The `k` nearest in the first `size` entries of a kernel's heap, nearest first (ties by
+    label), with real distances (the kernels keep squared ones for l2)."""
+    order = np.lexsort((heap_labels[:size], heap_distances[:size]))[:k]
+    distances = finish_distances(heap_distances[order], metric)
+    return TopK(heap_labels[order], distances.astype(np.float32, copy=False))
 
 
 def warm_up() -> None:

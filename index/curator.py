@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.arena import Metric, TopK, VectorArena
+from index.arena import Metric, TopK, VectorArena, heap_top_k
 from index.cluster_tree import ClusterTree
-from index.kernels import METRIC_CODES, curator_search, finish_distances
+from index.kernels import METRIC_CODES, curator_search
 
 _NO_MASK = np.zeros(0, dtype=np.bool_)
 
@@ -280,9 +280,7 @@ class Curator:
                 heap_labels,
             )
             stats = CuratorStats(visited, scanned, computed)
-        order = np.lexsort((heap_labels[:size], heap_distances[:size]))[:k]
-        distances = finish_distances(heap_distances[order], self.arena.metric)
-        return TopK(heap_labels[order], distances.astype(np.float32)), stats
+        return heap_top_k(heap_distances, heap_labels, size, k, self.arena.metric), stats
 
     def _view(self, tenant: int) -> _TenantView:
         """The tenant's sub-tree as flat arrays for the compiled search; cached until the

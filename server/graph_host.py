@@ -433,8 +433,7 @@ class GraphHost:
         settings = self.settings
         shared = self.graphs.get(SHARED)
         for key in list(self._rebuild_due):
-            readable = collection.tenants.readable.get(key) if key != SHARED else None
-            shrunk = key != SHARED and len(readable or ()) < settings.tenant_graph_min_points // 2
+            shrunk = key != SHARED and self._shrunk(len(collection.tenants.readable.get(key, ())))
             if key in self.graphs and not shrunk:
                 return key
             self._rebuild_due.discard(key)  # demoted, deleted, or due for demotion below
@@ -452,7 +451,7 @@ class GraphHost:
             graph = self.graphs.get(number)
             if graph is None and len(readable) >= threshold:
                 return number
-            if graph is not None and len(readable) < threshold // 2:
+            if graph is not None and self._shrunk(len(readable)):
                 if force:
                     return number  # due: the indexer thread demotes it
                 self.tenant_deleted(number)  # demoted: the Curator serves it again
@@ -460,6 +459,10 @@ class GraphHost:
             elif graph is not None and graph.tombstone_fraction > settings.graph_rebuild_tombstones:
                 return number
         return None
+
+    def _shrunk(self, readable: int) -> bool:
+        """A tenant graph with this many readable points is demoted (the Curator serves it)."""
+        return readable < self.settings.tenant_graph_min_points // 2
 
     def _build(self, key: GraphKey) -> None:
         collection = self._collection

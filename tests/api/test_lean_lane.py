@@ -719,22 +719,29 @@ def test_the_first_content_type_decides_as_in_fastapi(
     assert lane_calls == []  # FastAPI answered in both apps
 
 
+JSON_TYPE = (b"content-type", b"application/json")
+
+
+def query_scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    """An ASGI scope of a tenant query with these headers, as `LeanLane.takes` sees it."""
+    return {"type": "http", "method": "POST", "path": Q, "raw_path": Q.encode(),
+            "headers": list(headers)}  # fmt: skip
+
+
 def test_bodies_whose_length_is_not_declared_up_front_go_to_fastapi(
     pair: tuple[Side, Side],
 ) -> None:
     """`takes` decides from the headers: a chunked body (with or without a Content-Length
     beside it, which h11 would let through) is left to FastAPI's body limit."""
     lane = pair[0].client.app.lean  # type: ignore[attr-defined]
-    base = {"type": "http", "method": "POST", "path": Q, "raw_path": Q.encode()}
-    declared = [(b"content-type", b"application/json"), (b"content-length", b"10")]
-    assert lane.takes({**base, "headers": declared})
-    chunked = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
-    assert not lane.takes({**base, "headers": chunked})
-    assert not lane.takes({**base, "headers": [*declared, (b"transfer-encoding", b"chunked")]})
-    too_big = [(b"content-type", b"application/json"), (b"content-length", b"%d" % (1 << 30))]
-    assert not lane.takes({**base, "headers": too_big})
-    absurd = [(b"content-type", b"application/json"), (b"content-length", b"9" * 5000)]
-    assert not lane.takes({**base, "headers": absurd})  # no ValueError from int()
+    declared = (b"content-length", b"10")
+    chunked = (b"transfer-encoding", b"chunked")
+    assert lane.takes(query_scope(JSON_TYPE, declared))
+    assert not lane.takes(query_scope(JSON_TYPE, chunked))
+    assert not lane.takes(query_scope(JSON_TYPE, declared, chunked))
+    assert not lane.takes(query_scope(JSON_TYPE, (b"content-length", b"%d" % (1 << 30))))
+    absurd = (b"content-length", b"9" * 5000)
+    assert not lane.takes(query_scope(JSON_TYPE, absurd))  # no ValueError from int()
 
 
 def test_a_body_longer_than_the_limit_is_refused_by_the_lane_itself(
@@ -743,9 +750,7 @@ def test_a_body_longer_than_the_limit_is_refused_by_the_lane_itself(
     """Should a parser ever deliver more than the declared length, the lane stops reading at
     the limit and answers the body limit's 413, without parsing anything."""
     lane = pair[0].client.app.lean  # type: ignore[attr-defined]
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"10")]
-    scope = {"type": "http", "method": "POST", "path": Q, "raw_path": Q.encode()}
-    scope["headers"] = headers
+    scope = query_scope(JSON_TYPE, (b"content-length", b"10"))
     assert lane.takes(scope)
     chunk = b" " * (MAX_REQUEST_BYTES // 2 + 1)
     messages = iter([{"type": "http.request", "body": chunk, "more_body": True}] * 3)
