@@ -208,6 +208,23 @@ def test_exact_estimate_grows_with_candidates_and_dimension() -> None:
     assert narrow < estimate(situation(10_000), MODEL)[EXACT].estimates_us[EXACT]
 
 
+def test_a_graph_step_is_not_priced_in_proportion_to_the_dimension() -> None:
+    """Hops, the visited set and the heap cost the same at any dimension: per unit of ef a
+    128-d graph is priced at well over a third of a 384-d one (bench.calibrate measured
+    about half: 1.4 against 2.6 us on the Debian and synthetic shared graphs)."""
+
+    def per_ef(dim: int) -> float:
+        def cost(ef: int) -> float:
+            plans = estimate(situation(4 * BIG, ef=ef, curator=False, dim=dim), MODEL)
+            return plans[SHARED_HNSW].estimates_us[SHARED_HNSW]
+
+        return (cost(512) - cost(256)) / 256
+
+    assert 0.45 < per_ef(128) / per_ef(384) < 0.75
+    step_384 = (MODEL.graph_ef_ns + MODEL.graph_ef_dim_ns * 384) / 1e3
+    assert per_ef(384) == pytest.approx(step_384, rel=1e-3)  # estimates are rounded
+
+
 def test_a_filtered_curator_search_computes_the_matching_share_of_its_distances() -> None:
     """As measured (bench.calibrate): with a filter the traversal walks about as far and
     computes distances only for matching labels, so it is estimated cheaper than unfiltered,
