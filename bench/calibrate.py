@@ -13,9 +13,10 @@ server's own functions (`server.search._exact`, `_approximate`, `_graph_search`:
 to one thread, over ranges that separate the terms of each formula:
 
 - exact: random label sets of n = 32 .. all points (a scope given as a bitmap, so the
-  bitmap -> array conversion is paid as in a filtered query): `t = exact_fixed + row_dim * n *
-  dim`, fitted on n <= 4,096 (`--exact-max-rows`), where a scan competes with the indexes;
-  past that the cost per row grows (the gathered rows leave the cache), which is printed;
+  bitmap -> array conversion is paid as in a filtered query), and as many runs of n
+  consecutive labels (r = 1): `t = exact_fixed + (row_dim * r + next_row_dim * (n - r)) *
+  dim`, r the runs of consecutive labels, fitted on n <= 4,096 (`--exact-max-rows`), where a
+  scan competes with the indexes; the rest is printed;
 - curator: 5 tenants of 1,000 to 10,000 readable points, ef 16 .. 512, filter selectivity
   s = 1 .. 0.01 (the `bucket` filter), plus every tenant that has its own graph. The Curator
   reports the distances it computed (D); the labels it checked are estimated as D / s (the
@@ -58,6 +59,7 @@ from bench.common import machine, table
 from bench.planner import BUCKETS, K, World, debian_world, synthetic_world
 from index import planner
 from index.attributes import labels_bitmap
+from index.tenants import bitmap_labels, label_runs
 from server import search
 
 EFS = (16, 32, 64, 128, 256, 512)
@@ -102,14 +104,21 @@ def exact_configs(world: World, queries: np.ndarray, rng: np.random.Generator) -
     sizes = sorted({int(x) for x in np.geomspace(32, len(live), 14)})
     configs = []
     for n in sizes:
-        chosen = BitMap(labels_bitmap(rng.choice(live, size=n, replace=False)))
-        scope = search.Scope(chosen, len(live), None)
+        start = int(rng.integers(0, len(live) - n + 1))
+        for kind, picked in (
+            ("random", rng.choice(live, size=n, replace=False)),
+            ("run", live[start : start + n]),
+        ):
+            chosen = BitMap(labels_bitmap(picked))
+            scope = search.Scope(chosen, len(live), None)
+            runs = label_runs(bitmap_labels(chosen))
 
-        def call(q: np.ndarray, scope: search.Scope = scope) -> search._Run:
-            [top] = search._exact(collection, q[None, :], _fresh(scope), K)
-            return search._Run(top, distances_computed=len(scope.candidates))
+            def call(q: np.ndarray, scope: search.Scope = scope) -> search._Run:
+                [top] = search._exact(collection, q[None, :], _fresh(scope), K)
+                return search._Run(top, distances_computed=len(scope.candidates))
 
-        configs.append(Config("exact", f"exact n={n}", call, queries, {"n": n}))
+            features = {"n": n, "runs": runs}
+            configs.append(Config("exact", f"exact {kind} n={n}", call, queries, features))
     return configs
 
 
@@ -298,20 +307,35 @@ def fit(
     values: dict[str, float] = {}
 
     exact = [c for c in configs if c.kind == "exact"]
+
+    def exact_columns(chosen: list[Config]) -> np.ndarray:
+        return np.array(
+            [
+                [
+                    1.0,
+                    c.features["runs"] * dim / 1e3,
+                    (c.features["n"] - c.features["runs"]) * dim / 1e3,
+                ]
+                for c in chosen
+            ]
+        )
+
     inside = [c for c in exact if c.features["n"] <= exact_max_rows]
     t = np.array([c.t_us for c in inside])
-    cols = np.array([[1.0, c.features["n"] * dim / 1e3] for c in inside])
+    cols = exact_columns(inside)
     x = nnls_relative(cols, t)
-    values["exact_fixed_us"], values["exact_row_dim_ns"] = x
+    values["exact_fixed_us"], values["exact_row_dim_ns"], values["exact_next_row_dim_ns"] = x
     notes.append(f"exact, fitted on n <= {exact_max_rows:,}: {errors(cols @ x, t)}")
     beyond = [c for c in exact if c.features["n"] > exact_max_rows]
     if beyond:
         t = np.array([c.t_us for c in beyond])
-        cols = np.array([[1.0, c.features["n"] * dim / 1e3] for c in beyond])
-        notes.append(f"exact, the same fit for n > {exact_max_rows:,}: {errors(cols @ x, t)}")
+        notes.append(
+            f"exact, the same fit for n > {exact_max_rows:,}: "
+            f"{errors(exact_columns(beyond) @ x, t)}"
+        )
     notes.append(
         "exact, measured us per row: "
-        + ", ".join(f"n={c.features['n']:,}: {c.t_us / c.features['n']:.2f}" for c in exact)
+        + ", ".join(f"{c.label[6:]}: {c.t_us / c.features['n']:.2f}" for c in exact)
     )
 
     # Distances per ef. The formula makes D proportional to ef and blind to the tenant's size;
@@ -414,7 +438,9 @@ def model_check(world: World, configs: list[Config], model: planner.CostModel) -
         for c in mine:
             f = c.features
             if kind == "exact":
-                situation = planner.Situation(K, 128, world.dim, int(f["n"]), int(f["n"]))
+                situation = planner.Situation(
+                    K, 128, world.dim, int(f["n"]), int(f["n"]), candidate_runs=int(f["runs"])
+                )
                 cost = planner.estimate(situation, model)[planner.EXACT].estimates_us["exact"]
             elif kind == "curator":
                 situation = planner.Situation(

@@ -5,7 +5,11 @@ the query may return: the tenant's readable set intersected with the filter, cou
 bitmaps), the tenant's readable-set size, and which indexes are ready. Each plan's cost is
 estimated in microseconds with constants measured by `python -m bench.calibrate`:
 
-- `exact`: scan the candidates: a gather and a dot product per row.
+- `exact`: scan the candidates, a dot product per row read in place. A row that follows the
+  one before it in the arena (the next label) costs about a quarter of a row read from a new
+  place (the hardware prefetches sequential memory), so the candidates' runs of consecutive
+  labels (`candidate_runs`) price the scan: a tenant whose points were written together is
+  scanned much faster than as many labels spread over the arena.
 - `curator`: the tenant's sub-tree, with the filter as a mask inside the traversal. Unfiltered,
   a search computes about `D = curator_distance_scale * ef**0.25 * sqrt(readable)` distances
   (the patience stop ends it, so D grows with the tenant, slowly with ef); with a filter of
@@ -47,24 +51,25 @@ class CostModel:
     2-core machines the benchmarks run on (docs/benchmarks.md, "Planner calibration")."""
 
     # Fitted 2026-11-28 by `python -m bench.calibrate --data-dir /tmp/shoal-planner-cache
-    # --details --check-synthetic` after the exact scan moved to the compiled kernel: on the
-    # Debian set (384-d), the graph terms on its graphs and the synthetic set's (128-d) together
-    # (load average 0.3 at the start).
-    exact_fixed_us: float = 38.1
-    exact_row_dim_ns: float = 0.607  # per candidate row and dimension: a dot product in place
-    mask_fixed_us: float = 40.8  # the curator's filter mask
-    mask_row_ns: float = 3.24
+    # --details --check-synthetic` once the scan was priced by runs of consecutive labels: on
+    # the Debian set (384-d), the graph terms on its graphs and the synthetic set's (128-d)
+    # together (load average 0.1 at the start).
+    exact_fixed_us: float = 40.1
+    exact_row_dim_ns: float = 0.485  # per row read from a new place (starting a run), per dim
+    exact_next_row_dim_ns: float = 0.118  # per row right after the previous one, per dim
+    mask_fixed_us: float = 32.3  # the curator's filter mask
+    mask_row_ns: float = 0.0
     curator_fixed_us: float = 0.0  # the fit puts it all on the distances
-    curator_distance_dim_ns: float = 0.608
-    curator_check_ns: float = 7.77  # a label looked up in the mask
+    curator_distance_dim_ns: float = 0.51
+    curator_check_ns: float = 5.86  # a label looked up in the mask
     # Distances an unfiltered search computes: scale * ef**0.25 * sqrt(readable). Measured
     # (bench.calibrate --details): 916 at 1k points, 2,735 at 10k, at ef 128; growing like
     # ef**0.25 (the patience stop, not ef, ends most searches).
     curator_distance_scale: float = 8.04
-    graph_fixed_us: float = 197.0
-    graph_ef_ns: float = 751.0  # per unit of ef whatever the dimension: the hops themselves
-    graph_ef_dim_ns: float = 4.91  # per unit of ef and dimension (about M distances each)
-    postfilter_fetch_ns: float = 142.0  # per label fetched: the post-filter's own work
+    graph_fixed_us: float = 174.0
+    graph_ef_ns: float = 976.0  # per unit of ef whatever the dimension: the hops themselves
+    graph_ef_dim_ns: float = 3.07  # per unit of ef and dimension (about M distances each)
+    postfilter_fetch_ns: float = 168.0  # per label fetched: the post-filter's own work
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,9 @@ class Situation:
     dim: int
     candidates: int  # n: exact
     readable: int  # the scope before the filter (the tenant's readable set, or all points)
+    # Runs of consecutive labels among the candidates (or an upper bound); None: unknown,
+    # priced as if no two candidates were neighbours.
+    candidate_runs: int | None = None
     curator: bool = False  # the Curator is trained (tenant queries only)
     curator_meets_recall: bool = True  # False: estimated, but chosen only when forced
     curator_ef_floor: int = 0  # the least ef that kept its recall in this band (0: unchecked)
@@ -103,7 +111,7 @@ def estimate(situation: Situation, model: CostModel) -> dict[str, Plan]:
     """Every plan available for `situation`, with its estimated cost."""
     s = situation
     plans = {EXACT: Plan(EXACT, ef=s.ef)}
-    costs = {EXACT: model.exact_fixed_us + model.exact_row_dim_ns * s.dim * s.candidates / 1e3}
+    costs = {EXACT: _exact_cost(s, model)}
     if s.candidates > s.k:
         if s.curator:
             ef = max(s.ef, s.curator_ef_floor)
@@ -137,6 +145,13 @@ def choose(situation: Situation, model: CostModel, force: str | None = None) -> 
     eligible = [name for name in costs if plans[name].meets_recall]
     best = min(eligible, key=lambda name: (costs[name], STRATEGIES.index(name)))
     return dataclasses.replace(plans[best], below_recall=below)
+
+
+def _exact_cost(s: Situation, model: CostModel) -> float:
+    n = s.candidates
+    runs = n if s.candidate_runs is None else min(n, max(s.candidate_runs, 1 if n else 0))
+    rows_ns = model.exact_row_dim_ns * runs + model.exact_next_row_dim_ns * (n - runs)
+    return model.exact_fixed_us + rows_ns * s.dim / 1e3
 
 
 def _curator_cost(s: Situation, model: CostModel, ef: int) -> float:

@@ -75,6 +75,11 @@ class PlanOut(BaseModel):
         description="Points the query could return: readable by the tenant and matching the "
         "filter, counted exactly."
     )
+    candidate_runs: int = Field(
+        description="Runs of consecutive labels among the candidates (an upper bound when "
+        "a filter applies): how the exact scan was priced, rows read one after the other "
+        "costing less than rows read from new places."
+    )
     estimates_us: dict[str, float] = Field(
         description="Estimated cost in microseconds of every plan the planner considered."
     )

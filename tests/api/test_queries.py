@@ -34,6 +34,7 @@ class DataSet:
     attributes: list[dict[str, Any]]
     readable: dict[str, np.ndarray] = field(default_factory=dict)  # tenant -> rows
     row_of: dict[Key, int] = field(default_factory=dict)
+    written: list[int] = field(default_factory=list)  # rows in the order they were upserted
 
     def distances(self, metric: str, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         x = self.vectors[rows].astype(np.float64)
@@ -109,6 +110,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSet]:
                 assert response.status_code == 200, response.text
         dataset = DataSet(client, vectors, centers, keys, attributes)
         dataset.row_of = {key: i for i, key in enumerate(keys)}
+        dataset.written = [r for t in range(TENANTS) for r in np.flatnonzero(owners == t).tolist()]
         for t, name in enumerate(tenants):
             rows = {i for i in range(N) if owners[i] == t or name in grants[i]}
             dataset.readable[name] = np.asarray(sorted(rows), dtype=np.int64)
@@ -221,11 +223,56 @@ def test_explain_reports_an_exact_plan_over_the_readable_set(data: DataSet) -> N
         plan = body["plan"]
         assert plan["strategy"] == "exact"
         assert plan["candidates"] == len(data.readable[tenant])
+        # A tenant's own points went in with one request, so they lie side by side; each point
+        # shared with it from another tenant's block may start another run.
+        assert plan["candidate_runs"] == _runs(data, data.readable[tenant])
         assert isinstance(plan["timings_ms"], dict)
         assert all(v >= 0 for v in plan["timings_ms"].values())
         plain = post_query(data, "cosine", tenant, {"vector": q, "k": 3})
         assert "plan" not in plain
         assert plain["results"] == body["results"]
+
+
+def test_explain_counts_runs_and_bounds_them_under_a_filter(data: DataSet) -> None:
+    """A tenant written in two requests with another tenant's in between: two runs. Under a
+    filter the runs are bounded from the candidates' first and last labels."""
+    client = data.client
+    schema = {"part": "integer", "i": "integer"}
+    response = client.post("/v1/collections", json={"name": "runs", "dim": 4, "schema": schema})
+    assert response.status_code == 201, response.text
+    rng = np.random.default_rng(5)
+    for tenant, part in (("a", 0), ("b", 0), ("a", 1)):
+        points = [
+            {
+                "id": f"{part}-{i}",
+                "vector": rng.normal(size=4).tolist(),
+                "attributes": {"part": part, "i": i},
+            }
+            for i in range(50)
+        ]
+        response = client.put(f"{tenant_url('runs', tenant)}/points", json={"points": points})
+        assert response.status_code == 200, response.text
+
+    def plan(body: dict[str, Any]) -> dict[str, Any]:
+        body = {"vector": [1.0, 0.0, 0.0, 0.0], "k": 3, "explain": True, **body}
+        response = client.post(f"{tenant_url('runs', 'a')}/query", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["plan"]
+
+    assert (plan({})["candidates"], plan({})["candidate_runs"]) == (100, 2)
+    first = plan({"filter": {"part": 0}})  # one run, and its ends say so
+    assert (first["candidates"], first["candidate_runs"]) == (50, 1)
+    odd = plan({"filter": {"i": {"$in": list(range(1, 50, 2))}}})  # no two side by side
+    assert (odd["candidates"], odd["candidate_runs"]) == (50, 50)
+    response = client.delete("/v1/collections/runs")
+    assert response.status_code in (200, 204), response.text
+
+
+def _runs(data: DataSet, rows: np.ndarray) -> int:
+    """Runs of consecutive write positions (labels are given in write order here)."""
+    position = {row: i for i, row in enumerate(data.written)}
+    spots = sorted(position[r] for r in rows.tolist())
+    return sum(1 for i, s in enumerate(spots) if i == 0 or spots[i - 1] != s - 1)
 
 
 def test_exact_and_ef_are_accepted(data: DataSet) -> None:

@@ -208,6 +208,34 @@ def test_exact_estimate_grows_with_candidates_and_dimension() -> None:
     assert narrow < estimate(situation(10_000), MODEL)[EXACT].estimates_us[EXACT]
 
 
+def test_candidates_in_one_run_are_priced_below_as_many_spread_out() -> None:
+    """A row read right after the previous one costs less than one read from a new place
+    (bench.calibrate); unknown runs are priced as spread out, and a count above the
+    candidates (a loose bound) changes nothing."""
+
+    def exact_cost(runs: int | None, n: int = 3_000) -> float:
+        s = dataclasses.replace(situation(n), candidate_runs=runs)
+        return estimate(s, MODEL)[EXACT].estimates_us[EXACT]
+
+    spread = exact_cost(None)
+    assert exact_cost(3_000) == spread == exact_cost(10**9)
+    assert exact_cost(1) < exact_cost(30) < exact_cost(1_500) < spread
+    assert MODEL.exact_next_row_dim_ns < MODEL.exact_row_dim_ns / 2
+    ratio = (exact_cost(1) - MODEL.exact_fixed_us) / (spread - MODEL.exact_fixed_us)
+    assert ratio == pytest.approx(MODEL.exact_next_row_dim_ns / MODEL.exact_row_dim_ns, rel=0.01)
+    empty = dataclasses.replace(situation(0), candidate_runs=0)
+    assert estimate(empty, MODEL)[EXACT].estimates_us[EXACT] == pytest.approx(MODEL.exact_fixed_us)
+
+
+def test_a_tenant_stored_in_one_run_is_scanned_where_a_spread_one_is_not() -> None:
+    """The point of pricing runs: a scan of 3,000 consecutive rows beats the Curator, the
+    same scan over rows spread out does not."""
+    spread = situation(3_000, readable=3_000, tenant_graph=None, shared_graph=None)
+    together = dataclasses.replace(spread, candidate_runs=1)
+    assert choose(spread, MODEL).strategy == CURATOR
+    assert choose(together, MODEL).strategy == EXACT
+
+
 def test_a_graph_step_is_not_priced_in_proportion_to_the_dimension() -> None:
     """Hops, the visited set and the heap cost the same at any dimension: per unit of ef a
     128-d graph is priced at well over a third of a 384-d one (bench.calibrate measured

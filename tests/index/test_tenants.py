@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 
-from index.tenants import TenantIndex
+import numpy as np
+import pytest
+from pyroaring import BitMap
+
+from index.tenants import TenantIndex, bitmap_labels, label_runs, runs_at_most
 
 
 def test_invariants_hold_under_random_operations() -> None:
@@ -36,7 +40,9 @@ def test_invariants_hold_under_random_operations() -> None:
         if step % 100 == 0:
             index.check_invariants(owner_of)
             for number in range(1, 9):
-                assert index.readable_array(number).tolist() == sorted(index.readable[number])
+                labels = sorted(index.readable[number])
+                assert index.readable_array(number).tolist() == labels
+                assert index.readable_runs(number) == _runs_by_hand(labels)
     index.check_invariants(owner_of)
 
 
@@ -48,3 +54,30 @@ def test_names_after_pages_in_name_order() -> None:
     assert index.names_after("bravo", 2) == ["charlie", "delta"]
     index.unregister(index.number_of["charlie"])
     assert index.names_after("bravo", 2) == ["delta"]
+
+
+def _runs_by_hand(labels: list[int]) -> int:
+    return sum(1 for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label - 1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_runs_are_counted_and_bounded_from_the_ends(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    high = int(rng.integers(1, 5_000))
+    density = float(rng.choice([0.05, 0.5, 0.95, 1.0]))
+    picked = rng.random(high) < density
+    if seed % 5 == 0:  # whole blocks, a tenant written in a few batches
+        picked = (np.arange(high) // 97) % 3 == 0
+    bitmap = BitMap(np.flatnonzero(picked).tolist())
+    labels = bitmap_labels(bitmap)
+    runs = label_runs(labels)
+    assert runs == _runs_by_hand(labels.tolist())
+    assert runs <= runs_at_most(bitmap) <= len(bitmap)
+    if picked.all():
+        assert runs == runs_at_most(bitmap) == 1
+
+
+def test_runs_of_nothing_are_zero() -> None:
+    assert label_runs(np.array([], dtype=np.int64)) == 0
+    assert runs_at_most(BitMap()) == 0
+    assert runs_at_most(BitMap([7])) == label_runs(np.array([7])) == 1
