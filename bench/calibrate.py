@@ -12,11 +12,13 @@ server's own functions (`server.search._exact`, `_approximate`, `_graph_search`:
 `run_queries` times as `timings_ms["search"]`), under the collection's read lock, BLAS pinned
 to one thread, over ranges that separate the terms of each formula:
 
-- exact: random label sets of n = 32 .. all points (a scope given as a bitmap, so the
-  bitmap -> array conversion is paid as in a filtered query), and as many runs of n
-  consecutive labels (r = 1): `t = exact_fixed + (row_dim * r + next_row_dim * (n - r)) *
-  dim`, r the runs of consecutive labels, fitted on n <= 4,096 (`--exact-max-rows`), where a
-  scan competes with the indexes; the rest is printed;
+- exact: label sets of n = 32 .. all points (a scope given as a bitmap, so the bitmap ->
+  array conversion is paid as in a filtered query), drawn at random, as one run of n
+  consecutive labels, and as blocks of 2, 4, 8 and 32 consecutive labels one label apart:
+  `t = exact_fixed + (row_dim * (n - q) + next_row_dim * q) * dim`, q the labels that follow
+  `lead` others of the set (`labels_in_sequence`), fitted on n <= 4,096 (`--exact-max-rows`),
+  where a scan competes with the indexes, for each `lead` in 1..8; the lead that fits best
+  is kept (`exact_run_lead`) and the rest printed;
 - curator: 5 tenants of 1,000 to 10,000 readable points, ef 16 .. 512, filter selectivity
   s = 1 .. 0.01 (the `bucket` filter), plus every tenant that has its own graph. The Curator
   reports the distances it computed (D); the labels it checked are estimated as D / s (the
@@ -34,10 +36,11 @@ to one thread, over ranges that separate the terms of each formula:
 
 Each configuration is timed over the same queries (held-out points, those the tenant would
 read first) in every run, interleaved: for each query, every configuration in a new random
-order (so a burst of background load, or a scan that flushes the cache, falls on all of them
-alike); a configuration's time is the median over runs of its median over queries. The fits
-are least squares on relative error (weights 1/t: the planner compares ratios), with every
-coefficient kept >= 0 (the best fit over every subset of terms).
+order (so a burst of background load falls on all of them alike), with 16 MiB written over
+before each search (`--evict-mib`), as other tenants' queries would on a server; a
+configuration's time is the median over runs of its median over queries. The fits are least
+squares on relative error (weights 1/t: the planner compares ratios), with every coefficient
+kept >= 0 (the best fit over every subset of terms).
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ from bench.common import machine, table
 from bench.planner import BUCKETS, K, World, debian_world, synthetic_world
 from index import planner
 from index.attributes import labels_bitmap
-from index.tenants import bitmap_labels, label_runs
+from index.tenants import labels_in_sequence
 from server import search
 
 EFS = (16, 32, 64, 128, 256, 512)
+EXACT_BLOCKS = (2, 4, 8, 32)
+LEADS = (1, 2, 3, 4, 6, 8)
 CURATOR_SELECTIVITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 GRAPH_SELECTIVITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
 
@@ -104,20 +109,22 @@ def exact_configs(world: World, queries: np.ndarray, rng: np.random.Generator) -
     sizes = sorted({int(x) for x in np.geomspace(32, len(live), 14)})
     configs = []
     for n in sizes:
-        start = int(rng.integers(0, len(live) - n + 1))
-        for kind, picked in (
-            ("random", rng.choice(live, size=n, replace=False)),
-            ("run", live[start : start + n]),
-        ):
+        kinds = {"random": rng.choice(live, size=n, replace=False)}
+        # One run of n consecutive live labels, then blocks of `block` one label apart.
+        for block in (n, *(b for b in EXACT_BLOCKS if b < n)):
+            positions = np.arange(n) + np.arange(n) // block
+            if positions[-1] < len(live):
+                start = int(rng.integers(0, len(live) - positions[-1]))
+                kinds["run" if block == n else f"blocks of {block}"] = live[start + positions]
+        for kind, picked in kinds.items():
             chosen = BitMap(labels_bitmap(picked))
             scope = search.Scope(chosen, len(live), None)
-            runs = label_runs(bitmap_labels(chosen))
 
             def call(q: np.ndarray, scope: search.Scope = scope) -> search._Run:
                 [top] = search._exact(collection, q[None, :], _fresh(scope), K)
                 return search._Run(top, distances_computed=len(scope.candidates))
 
-            features = {"n": n, "runs": runs}
+            features = {"n": n} | {f"q{lead}": labels_in_sequence(chosen, lead) for lead in LEADS}
             configs.append(Config("exact", f"exact {kind} n={n}", call, queries, features))
     return configs
 
@@ -204,11 +211,21 @@ def graph_configs(world: World, n_queries: int) -> list[Config]:
     return configs
 
 
-def measure(world: World, configs: list[Config], runs: int, seed: int = 0) -> None:
+def measure(
+    world: World, configs: list[Config], runs: int, seed: int = 0, evict_mib: int = 16
+) -> None:
     """Every run times every configuration on every query, interleaved: for each query
     index, the configurations in a new random order (a burst of background load then
-    lands on many configurations, not on one)."""
+    lands on many configurations, not on one). Before each search `evict_mib` MiB are
+    written over, as other tenants' queries would between two of one tenant's on a server:
+    without it, configurations over the same tenant (a Curator sweep of ef and selectivity)
+    keep its data cached for each other while a scan of a fresh label set starts from
+    memory, and the Curator measured 1.3-1.5x cheaper against the scan than a serving
+    workload sees it. Half the last-level cache (32 MiB here), so that what every search
+    touches (the interpreter, the indexes' small structures) stays cached as on a server,
+    and the previous configurations' vectors do not."""
     rng = np.random.default_rng(seed)
+    eviction = np.ones((evict_mib << 20) // 4, dtype=np.float32)
     clock = time.perf_counter_ns
     collection = world.collection
     for config in configs:  # warm up: compiled kernels, cached tenant views, graph ef
@@ -223,6 +240,7 @@ def measure(world: World, configs: list[Config], runs: int, seed: int = 0) -> No
             for j in rng.permutation(len(configs)).tolist():
                 config = configs[j]
                 q = config.queries[i]
+                np.add(eviction, 1.0, out=eviction)
                 with collection.read_lock():
                     start = clock()
                     result = config.call(q)
@@ -308,30 +326,33 @@ def fit(
 
     exact = [c for c in configs if c.kind == "exact"]
 
-    def exact_columns(chosen: list[Config]) -> np.ndarray:
-        return np.array(
-            [
-                [
-                    1.0,
-                    c.features["runs"] * dim / 1e3,
-                    (c.features["n"] - c.features["runs"]) * dim / 1e3,
-                ]
-                for c in chosen
-            ]
-        )
+    def exact_columns(chosen: list[Config], lead: int) -> np.ndarray:
+        def row(c: Config) -> list[float]:
+            n, q = c.features["n"], c.features[f"q{lead}"]
+            return [1.0, (n - q) * dim / 1e3, q * dim / 1e3]
+
+        return np.array([row(c) for c in chosen])
 
     inside = [c for c in exact if c.features["n"] <= exact_max_rows]
     t = np.array([c.t_us for c in inside])
-    cols = exact_columns(inside)
-    x = nnls_relative(cols, t)
+    fits = {}
+    for lead in LEADS:
+        cols = exact_columns(inside, lead)
+        x = nnls_relative(cols, t)
+        fits[lead] = (float(np.sum((cols @ x / t - 1) ** 2)), x)
+        notes.append(f"exact, lead {lead}: {errors(cols @ x, t)}")
+    lead = min(fits, key=lambda candidate: fits[candidate][0])
+    x = fits[lead][1]
     values["exact_fixed_us"], values["exact_row_dim_ns"], values["exact_next_row_dim_ns"] = x
-    notes.append(f"exact, fitted on n <= {exact_max_rows:,}: {errors(cols @ x, t)}")
+    values["exact_run_lead"] = lead
+    cols = exact_columns(inside, lead)
+    notes.append(f"exact, fitted on n <= {exact_max_rows:,}, lead {lead}: {errors(cols @ x, t)}")
     beyond = [c for c in exact if c.features["n"] > exact_max_rows]
     if beyond:
         t = np.array([c.t_us for c in beyond])
         notes.append(
             f"exact, the same fit for n > {exact_max_rows:,}: "
-            f"{errors(exact_columns(beyond) @ x, t)}"
+            f"{errors(exact_columns(beyond, lead) @ x, t)}"
         )
     notes.append(
         "exact, measured us per row: "
@@ -417,7 +438,9 @@ def fit(
     ]
     if extra:
         notes.append(f"graph configurations with extra rounds in >10% of queries: {len(extra)}")
-    rounded = {name: _round(value) for name, value in values.items()}
+    rounded = {
+        name: value if isinstance(value, int) else _round(value) for name, value in values.items()
+    }
     return planner.CostModel(**rounded), notes
 
 
@@ -438,8 +461,9 @@ def model_check(world: World, configs: list[Config], model: planner.CostModel) -
         for c in mine:
             f = c.features
             if kind == "exact":
+                q = int(f[f"q{model.exact_run_lead}"])
                 situation = planner.Situation(
-                    K, 128, world.dim, int(f["n"]), int(f["n"]), candidate_runs=int(f["runs"])
+                    K, 128, world.dim, int(f["n"]), int(f["n"]), sequential=q
                 )
                 cost = planner.estimate(situation, model)[planner.EXACT].estimates_us["exact"]
             elif kind == "curator":
@@ -474,7 +498,7 @@ def measure_world(world: World, args: argparse.Namespace) -> list[Config]:
     )
     counts = {k: sum(c.kind == k for c in configs) for k in ("exact", "curator", "graph")}
     print(f"{len(configs)} configurations {counts}, {args.queries} queries, {args.runs} runs")
-    measure(world, configs, args.runs)
+    measure(world, configs, args.runs, evict_mib=args.evict_mib)
     return configs
 
 
@@ -490,6 +514,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=None, help="per configuration (30)")
     parser.add_argument("--data-dir", type=Path, help="keep (and reuse) the loaded database here")
     parser.add_argument("--details", action="store_true", help="print every configuration")
+    parser.add_argument(
+        "--evict-mib", type=int, default=16, help="MiB written over before each search (0: none)"
+    )
     parser.add_argument(
         "--exact-max-rows", type=int, default=4096,
         help="fit the exact scan on n up to this (where it competes with the indexes)",
@@ -528,7 +555,8 @@ def main() -> None:
         old = planner.CostModel()
         print("\nCostModel (fitted; the current default in brackets):\n")
         for f in fields(planner.CostModel):
-            print(f"    {f.name}: float = {getattr(model, f.name)}  # [{getattr(old, f.name)}]")
+            kind = type(getattr(old, f.name)).__name__
+            print(f"    {f.name}: {kind} = {getattr(model, f.name)}  # [{getattr(old, f.name)}]")
         if other is not None and checked is not None:
             print(
                 "\n## The same model on the synthetic set (128-d, L2): its graph searches are "

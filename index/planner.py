@@ -5,11 +5,11 @@ the query may return: the tenant's readable set intersected with the filter, cou
 bitmaps), the tenant's readable-set size, and which indexes are ready. Each plan's cost is
 estimated in microseconds with constants measured by `python -m bench.calibrate`:
 
-- `exact`: scan the candidates, a dot product per row read in place. A row that follows the
-  one before it in the arena (the next label) costs about a quarter of a row read from a new
-  place (the hardware prefetches sequential memory), so the candidates' runs of consecutive
-  labels (`candidate_runs`) price the scan: a tenant whose points were written together is
-  scanned much faster than as many labels spread over the arena.
+- `exact`: scan the candidates, a dot product per row read in place. A row that continues a
+  run of consecutive labels (the `exact_run_lead` labels before it are candidates too) costs
+  about a quarter of a row read from a new place (the hardware prefetches sequential memory),
+  so the scan is priced by how many candidates do (`sequential`): a tenant whose points were
+  written together is scanned much faster than as many labels spread over the arena.
 - `curator`: the tenant's sub-tree, with the filter as a mask inside the traversal. Unfiltered,
   a search computes about `D = curator_distance_scale * ef**0.25 * sqrt(readable)` distances
   (the patience stop ends it, so D grows with the tenant, slowly with ef); with a filter of
@@ -51,25 +51,28 @@ class CostModel:
     2-core machines the benchmarks run on (docs/benchmarks.md, "Planner calibration")."""
 
     # Fitted 2026-11-28 by `python -m bench.calibrate --data-dir /tmp/shoal-planner-cache
-    # --details --check-synthetic` once the scan was priced by runs of consecutive labels: on
-    # the Debian set (384-d), the graph terms on its graphs and the synthetic set's (128-d)
-    # together (load average 0.1 at the start).
-    exact_fixed_us: float = 40.1
-    exact_row_dim_ns: float = 0.485  # per row read from a new place (starting a run), per dim
-    exact_next_row_dim_ns: float = 0.118  # per row right after the previous one, per dim
-    mask_fixed_us: float = 32.3  # the curator's filter mask
+    # --details --check-synthetic`, 16 MiB written over before each search (other tenants'
+    # queries in between), the scan priced by rows continuing a run: on the Debian set
+    # (384-d), the graph terms on its graphs and the synthetic set's (128-d) together.
+    exact_fixed_us: float = 63.7
+    exact_row_dim_ns: float = 0.46  # per row read from a new place, per dimension
+    exact_next_row_dim_ns: float = 0.141  # per row continuing a run, per dimension
+    # The first rows of a run cost as much as rows read from new places (the prefetcher has
+    # yet to follow); a row continues a run once this many consecutive rows precede it.
+    exact_run_lead: int = 3
+    mask_fixed_us: float = 67.6  # the curator's filter mask
     mask_row_ns: float = 0.0
-    curator_fixed_us: float = 0.0  # the fit puts it all on the distances
-    curator_distance_dim_ns: float = 0.51
-    curator_check_ns: float = 5.86  # a label looked up in the mask
+    curator_fixed_us: float = 2.16
+    curator_distance_dim_ns: float = 0.638
+    curator_check_ns: float = 8.4  # a label looked up in the mask
     # Distances an unfiltered search computes: scale * ef**0.25 * sqrt(readable). Measured
     # (bench.calibrate --details): 916 at 1k points, 2,735 at 10k, at ef 128; growing like
     # ef**0.25 (the patience stop, not ef, ends most searches).
     curator_distance_scale: float = 8.04
-    graph_fixed_us: float = 174.0
-    graph_ef_ns: float = 976.0  # per unit of ef whatever the dimension: the hops themselves
-    graph_ef_dim_ns: float = 3.07  # per unit of ef and dimension (about M distances each)
-    postfilter_fetch_ns: float = 168.0  # per label fetched: the post-filter's own work
+    graph_fixed_us: float = 312.0
+    graph_ef_ns: float = 1093.0  # per unit of ef whatever the dimension: the hops themselves
+    graph_ef_dim_ns: float = 3.39  # per unit of ef and dimension (about M distances each)
+    postfilter_fetch_ns: float = 140.0  # per label fetched: the post-filter's own work
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,9 @@ class Situation:
     dim: int
     candidates: int  # n: exact
     readable: int  # the scope before the filter (the tenant's readable set, or all points)
-    # Runs of consecutive labels among the candidates (or an upper bound); None: unknown,
-    # priced as if no two candidates were neighbours.
-    candidate_runs: int | None = None
+    # Candidates that come right after `exact_run_lead` others of them (a run's continuation,
+    # `index.tenants.labels_in_sequence`); 0 prices every row as read from a new place.
+    sequential: int = 0
     curator: bool = False  # the Curator is trained (tenant queries only)
     curator_meets_recall: bool = True  # False: estimated, but chosen only when forced
     curator_ef_floor: int = 0  # the least ef that kept its recall in this band (0: unchecked)
@@ -149,8 +152,8 @@ def choose(situation: Situation, model: CostModel, force: str | None = None) -> 
 
 def _exact_cost(s: Situation, model: CostModel) -> float:
     n = s.candidates
-    runs = n if s.candidate_runs is None else min(n, max(s.candidate_runs, 1 if n else 0))
-    rows_ns = model.exact_row_dim_ns * runs + model.exact_next_row_dim_ns * (n - runs)
+    sequential = min(n, max(0, s.sequential))
+    rows_ns = model.exact_row_dim_ns * (n - sequential) + model.exact_next_row_dim_ns * sequential
     return model.exact_fixed_us + rows_ns * s.dim / 1e3
 
 
@@ -178,6 +181,8 @@ def _graph_cost(s: Situation, graph: GraphShape, model: CostModel) -> tuple[floa
     if fetch > graph.size / 4 and selectivity < 0.999:
         return None
     ef = max(s.ef, fetch, graph.ef_floor)
+    # Pending labels are priced as read from new places: a bound, since a fresh batch is
+    # often one run, and the planner's inputs do not say which candidates are pending.
     pending = min(graph.pending, s.candidates)
     cost = (
         model.graph_fixed_us

@@ -19,21 +19,19 @@ def bitmap_labels(bitmap: BitMap) -> np.ndarray:
     return np.frombuffer(bitmap.to_array(), dtype=np.uint32).astype(np.int64)
 
 
-def label_runs(labels: np.ndarray) -> int:
-    """How many runs of consecutive labels a sorted label array holds (what a scan of their
-    rows pays for: the planner's `candidate_runs`)."""
-    if len(labels) == 0:
-        return 0
-    return 1 + int(np.count_nonzero(np.diff(labels) != 1))
-
-
-def runs_at_most(bitmap: BitMap) -> int:
-    """An upper bound of `label_runs` read off the bitmap's ends, without listing it: each
-    run after the first needs a missing label before it."""
-    if not bitmap:
-        return 0
-    span = bitmap.max() - bitmap.min() + 1
-    return min(len(bitmap), span - len(bitmap) + 1)
+def labels_in_sequence(bitmap: BitMap, lead: int) -> int:
+    """How many labels of `bitmap` come right after `lead` others of it (label - 1 ..
+    label - lead all in it): rows a scan reads as the continuation of a run, which the
+    hardware prefetches. Counted on shifted bitmaps (a few microseconds, even for 200,000
+    labels), without listing them."""
+    if lead < 1:
+        return len(bitmap)
+    if lead == 1:
+        return bitmap.intersection_cardinality(bitmap.shift(1))
+    following = bitmap & bitmap.shift(1)
+    for step in range(2, lead + 1):
+        following &= bitmap.shift(step)
+    return len(following)
 
 
 class TenantIndex:
@@ -47,8 +45,7 @@ class TenantIndex:
         self.all_labels = BitMap()  # every live label, whoever owns it
         self.grants: dict[int, set[int]] = {}
         self._sorted_names: list[str] | None = None
-        # Per tenant, its readable labels as a sorted array and their runs; dropped on change.
-        self._readable_arrays: dict[int, tuple[np.ndarray, int]] = {}
+        self._readable_arrays: dict[int, np.ndarray] = {}
 
     # -- tenants ------------------------------------------------------------------------
 
@@ -120,17 +117,9 @@ class TenantIndex:
 
     def readable_array(self, number: int) -> np.ndarray:
         """Sorted int64 labels the tenant can read; cached until its set changes."""
-        return self._readable(number)[0]
-
-    def readable_runs(self, number: int) -> int:
-        """`label_runs` of the tenant's readable labels; cached with them."""
-        return self._readable(number)[1]
-
-    def _readable(self, number: int) -> tuple[np.ndarray, int]:
         cached = self._readable_arrays.get(number)
         if cached is None:
-            labels = bitmap_labels(self.readable[number])
-            cached = (labels, label_runs(labels))
+            cached = bitmap_labels(self.readable[number])
             self._readable_arrays[number] = cached
         return cached
 

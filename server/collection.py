@@ -610,10 +610,8 @@ class Collection:
             number = self._tenant_number(tenant)
             self._check_filterable(node)
             readable = self.tenants.readable[number]
-            scope = search.Scope(readable, len(readable), number)
-            if node == MATCH_ALL:
-                scope.labels = self.tenants.readable_array(number)
-                scope.runs = self.tenants.readable_runs(number)
+            labels = self.tenants.readable_array(number) if node == MATCH_ALL else None
+            scope = search.Scope(readable, len(readable), number, labels)
             force = "exact" if exact else strategy
             timing = (started, filtering, include_attributes, include_vector)
             return search.run_queries(self, matrix, k, scope, node, ef, force, *timing)

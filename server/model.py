@@ -113,7 +113,7 @@ class QueryPlan:
     chosen: str = ""  # the planner's choice
     fallback: bool = False  # the chosen plan came back short and an exact scan answered
     below_recall: list[str] = field(default_factory=list)  # estimated, not eligible
-    candidate_runs: int = 0  # the candidates' runs of consecutive labels (or a bound), as priced
+    sequential_candidates: int = 0  # candidates the scan reads as a run's continuation
 
 
 @dataclass(slots=True)

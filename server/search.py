@@ -27,7 +27,7 @@ from index.arena import TopK
 from index.attributes import labels_bitmap
 from index.filters import MATCH_ALL, And, FilterError, Node, Not, Or, compile_filter, evaluate
 from index.hnsw import HnswGraph
-from index.tenants import bitmap_labels, runs_at_most
+from index.tenants import bitmap_labels, labels_in_sequence
 from server.errors import Invalid
 from server.model import Hit, QueryPlan, QueryResult
 
@@ -49,7 +49,6 @@ class Scope:
     readable: int
     tenant: int | None
     labels: np.ndarray | None = None  # the candidates as an array, when already at hand
-    runs: int | None = None  # their runs of consecutive labels, when already at hand
 
     def label_array(self) -> np.ndarray:
         if self.labels is None:
@@ -154,7 +153,7 @@ def run_queries(
                     run.shortlists_scanned,
                     run.distances_computed,
                     estimates_us=plan.estimates_us,
-                    candidate_runs=situation.candidate_runs or 0,
+                    sequential_candidates=situation.sequential,
                     chosen=plan.strategy,
                     fallback=i in fallbacks,
                     below_recall=list(plan.below_recall),
@@ -186,9 +185,7 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
         dim=collection.config.dim,
         candidates=len(scope.candidates),
         readable=scope.readable,
-        # A filtered scope's runs are bounded from its ends rather than counted: listing its
-        # labels costs as much as a small scan, and a filter rarely leaves neighbours together.
-        candidate_runs=scope.runs if scope.runs is not None else runs_at_most(scope.candidates),
+        sequential=labels_in_sequence(scope.candidates, COST_MODEL.exact_run_lead),
         # Below the floor a tenant is never worth the Curator (and has few pairs in it). On a
         # tenant big enough for its own graph the Curator's patience stop can cap recall
         # (about 0.90 unfiltered on bench.planner's tenants): its recall there is measured

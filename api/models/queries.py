@@ -75,10 +75,10 @@ class PlanOut(BaseModel):
         description="Points the query could return: readable by the tenant and matching the "
         "filter, counted exactly."
     )
-    candidate_runs: int = Field(
-        description="Runs of consecutive labels among the candidates (an upper bound when "
-        "a filter applies): how the exact scan was priced, rows read one after the other "
-        "costing less than rows read from new places."
+    sequential_candidates: int = Field(
+        description="Candidates stored right after a few others of them (a run of "
+        "consecutive rows), which the exact scan reads at a lower cost than rows read from "
+        "new places; how the `exact` estimate was priced."
     )
     estimates_us: dict[str, float] = Field(
         description="Estimated cost in microseconds of every plan the planner considered."

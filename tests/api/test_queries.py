@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from index.planner import CostModel
 from tests.api.helpers import assert_error, tenant_url
 from tests.support import app_client
 
@@ -223,9 +224,9 @@ def test_explain_reports_an_exact_plan_over_the_readable_set(data: DataSet) -> N
         plan = body["plan"]
         assert plan["strategy"] == "exact"
         assert plan["candidates"] == len(data.readable[tenant])
-        # A tenant's own points went in with one request, so they lie side by side; each point
-        # shared with it from another tenant's block may start another run.
-        assert plan["candidate_runs"] == _runs(data, data.readable[tenant])
+        # A tenant's own points went in with one request, so they lie side by side; points
+        # shared with it from other tenants' blocks mostly do not.
+        assert plan["sequential_candidates"] == _in_sequence(data, data.readable[tenant])
         assert isinstance(plan["timings_ms"], dict)
         assert all(v >= 0 for v in plan["timings_ms"].values())
         plain = post_query(data, "cosine", tenant, {"vector": q, "k": 3})
@@ -233,46 +234,51 @@ def test_explain_reports_an_exact_plan_over_the_readable_set(data: DataSet) -> N
         assert plain["results"] == body["results"]
 
 
-def test_explain_counts_runs_and_bounds_them_under_a_filter(data: DataSet) -> None:
-    """A tenant written in two requests with another tenant's in between: two runs. Under a
-    filter the runs are bounded from the candidates' first and last labels."""
-    client = data.client
+def test_explain_counts_the_candidates_that_continue_a_run(data: DataSet) -> None:
+    """Tenant a written in two requests with b's in between: two runs of 50 labels. A filter
+    that keeps one of them keeps its sequence; one that keeps every other point, none. The
+    admin scope (everything) is one run of 150."""
+    client, lead = data.client, CostModel().exact_run_lead
     schema = {"part": "integer", "i": "integer"}
     response = client.post("/v1/collections", json={"name": "runs", "dim": 4, "schema": schema})
     assert response.status_code == 201, response.text
-    rng = np.random.default_rng(5)
-    for tenant, part in (("a", 0), ("b", 0), ("a", 1)):
-        points = [
-            {
-                "id": f"{part}-{i}",
-                "vector": rng.normal(size=4).tolist(),
-                "attributes": {"part": part, "i": i},
-            }
-            for i in range(50)
-        ]
-        response = client.put(f"{tenant_url('runs', tenant)}/points", json={"points": points})
-        assert response.status_code == 200, response.text
+    try:
+        rng = np.random.default_rng(5)
+        for tenant, part in (("a", 0), ("b", 0), ("a", 1)):
+            points = [
+                {
+                    "id": f"{part}-{i}",
+                    "vector": rng.normal(size=4).tolist(),
+                    "attributes": {"part": part, "i": i},
+                }
+                for i in range(50)
+            ]
+            response = client.put(f"{tenant_url('runs', tenant)}/points", json={"points": points})
+            assert response.status_code == 200, response.text
 
-    def plan(body: dict[str, Any]) -> dict[str, Any]:
-        body = {"vector": [1.0, 0.0, 0.0, 0.0], "k": 3, "explain": True, **body}
-        response = client.post(f"{tenant_url('runs', 'a')}/query", json=body)
-        assert response.status_code == 200, response.text
-        return response.json()["plan"]
+        def plan(url: str, body: dict[str, Any]) -> tuple[int, int]:
+            body = {"vector": [1.0, 0.0, 0.0, 0.0], "k": 3, "explain": True, **body}
+            response = client.post(url, json=body)
+            assert response.status_code == 200, response.text
+            return response.json()["plan"]["candidates"], response.json()["plan"][
+                "sequential_candidates"
+            ]
 
-    assert (plan({})["candidates"], plan({})["candidate_runs"]) == (100, 2)
-    first = plan({"filter": {"part": 0}})  # one run, and its ends say so
-    assert (first["candidates"], first["candidate_runs"]) == (50, 1)
-    odd = plan({"filter": {"i": {"$in": list(range(1, 50, 2))}}})  # no two side by side
-    assert (odd["candidates"], odd["candidate_runs"]) == (50, 50)
-    response = client.delete("/v1/collections/runs")
-    assert response.status_code in (200, 204), response.text
+        a = f"{tenant_url('runs', 'a')}/query"
+        assert plan(a, {}) == (100, 2 * (50 - lead))
+        assert plan(a, {"filter": {"part": 0}}) == (50, 50 - lead)
+        assert plan(a, {"filter": {"i": {"$in": list(range(1, 50, 2))}}}) == (50, 0)
+        assert plan("/v1/collections/runs/query", {}) == (150, 150 - lead)
+    finally:
+        client.delete("/v1/collections/runs")
 
 
-def _runs(data: DataSet, rows: np.ndarray) -> int:
-    """Runs of consecutive write positions (labels are given in write order here)."""
+def _in_sequence(data: DataSet, rows: np.ndarray) -> int:
+    """Candidates after `lead` others in write order (labels are given in write order here)."""
+    lead = CostModel().exact_run_lead
     position = {row: i for i, row in enumerate(data.written)}
-    spots = sorted(position[r] for r in rows.tolist())
-    return sum(1 for i, s in enumerate(spots) if i == 0 or spots[i - 1] != s - 1)
+    spots = {position[r] for r in rows.tolist()}
+    return sum(all(s - step in spots for step in range(1, lead + 1)) for s in spots)
 
 
 def test_exact_and_ef_are_accepted(data: DataSet) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyroaring import BitMap
 
-from index.tenants import TenantIndex, bitmap_labels, label_runs, runs_at_most
+from index.tenants import TenantIndex, labels_in_sequence
 
 
 def test_invariants_hold_under_random_operations() -> None:
@@ -40,9 +40,7 @@ def test_invariants_hold_under_random_operations() -> None:
         if step % 100 == 0:
             index.check_invariants(owner_of)
             for number in range(1, 9):
-                labels = sorted(index.readable[number])
-                assert index.readable_array(number).tolist() == labels
-                assert index.readable_runs(number) == _runs_by_hand(labels)
+                assert index.readable_array(number).tolist() == sorted(index.readable[number])
     index.check_invariants(owner_of)
 
 
@@ -56,28 +54,31 @@ def test_names_after_pages_in_name_order() -> None:
     assert index.names_after("bravo", 2) == ["delta"]
 
 
-def _runs_by_hand(labels: list[int]) -> int:
-    return sum(1 for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label - 1)
+def _in_sequence_by_hand(labels: set[int], lead: int) -> int:
+    return sum(all(label - step in labels for step in range(1, lead + 1)) for label in labels)
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_runs_are_counted_and_bounded_from_the_ends(seed: int) -> None:
+def test_labels_in_sequence_counts_labels_after_lead_others(seed: int) -> None:
     rng = np.random.default_rng(seed)
     high = int(rng.integers(1, 5_000))
+    start = int(rng.choice([0, 1, 65_530, 2**31]))  # across roaring's 65,536-label containers
     density = float(rng.choice([0.05, 0.5, 0.95, 1.0]))
     picked = rng.random(high) < density
-    if seed % 5 == 0:  # whole blocks, a tenant written in a few batches
+    if seed % 5 == 0:  # whole blocks: a tenant written in a few batches
         picked = (np.arange(high) // 97) % 3 == 0
-    bitmap = BitMap(np.flatnonzero(picked).tolist())
-    labels = bitmap_labels(bitmap)
-    runs = label_runs(labels)
-    assert runs == _runs_by_hand(labels.tolist())
-    assert runs <= runs_at_most(bitmap) <= len(bitmap)
-    if picked.all():
-        assert runs == runs_at_most(bitmap) == 1
+    labels = set((start + np.flatnonzero(picked)).tolist())
+    bitmap = BitMap(labels)
+    for lead in (0, 1, 2, 3, 8):
+        expected = len(labels) if lead == 0 else _in_sequence_by_hand(labels, lead)
+        assert labels_in_sequence(bitmap, lead) == expected, lead
 
 
-def test_runs_of_nothing_are_zero() -> None:
-    assert label_runs(np.array([], dtype=np.int64)) == 0
-    assert runs_at_most(BitMap()) == 0
-    assert runs_at_most(BitMap([7])) == label_runs(np.array([7])) == 1
+def test_labels_in_sequence_of_runs() -> None:
+    assert labels_in_sequence(BitMap(), 1) == 0
+    assert labels_in_sequence(BitMap([7]), 1) == 0
+    assert labels_in_sequence(BitMap(range(100)), 1) == 99
+    assert labels_in_sequence(BitMap(range(100)), 4) == 96
+    assert labels_in_sequence(BitMap(range(0, 100, 2)), 1) == 0
+    two_blocks = BitMap(range(10)) | BitMap(range(20, 30))
+    assert labels_in_sequence(two_blocks, 3) == 14
