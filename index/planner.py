@@ -7,7 +7,7 @@ estimated in microseconds with constants measured by `python -m bench.calibrate`
 
 - `exact`: scan the candidates, a dot product per row read in place. A row that continues a
   run of consecutive labels (the `exact_run_lead` labels before it are candidates too) costs
-  about a quarter of a row read from a new place (the hardware prefetches sequential memory),
+  about a third of a row read from a new place (the hardware prefetches sequential memory),
   so the scan is priced by how many candidates do (`sequential`): a tenant whose points were
   written together is scanned much faster than as many labels spread over the arena.
 - `curator`: the tenant's sub-tree, with the filter as a mask inside the traversal. Unfiltered,
@@ -148,6 +148,20 @@ def choose(situation: Situation, model: CostModel, force: str | None = None) -> 
     eligible = [name for name in costs if plans[name].meets_recall]
     best = min(eligible, key=lambda name: (costs[name], STRATEGIES.index(name)))
     return dataclasses.replace(plans[best], below_recall=below)
+
+
+@functools.lru_cache(maxsize=4096)
+def sequence_matters(situation: Situation, model: CostModel) -> bool:
+    """Whether counting the candidates that continue a run could change the choice: the
+    scan priced as spread loses to another eligible plan, and priced as one run it would
+    win. Otherwise the server does not count them (`sequential` stays 0)."""
+    plans = estimate(dataclasses.replace(situation, sequential=0), model)
+    costs = plans[EXACT].estimates_us
+    others = [cost for name, cost in costs.items() if name != EXACT and plans[name].meets_recall]
+    if not others or costs[EXACT] <= min(others):
+        return False  # the scan is chosen either way
+    in_one_run = dataclasses.replace(situation, sequential=situation.candidates)
+    return _exact_cost(in_one_run, model) < min(others)
 
 
 def _exact_cost(s: Situation, model: CostModel) -> float:

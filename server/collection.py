@@ -598,6 +598,7 @@ class Collection:
         raw_filter: Any = None,
         strategy: str | None = None,
         filter_path: str = "filter",
+        explain: bool = False,
     ) -> list[QueryResult]:
         """Top-k among the points `tenant` can read that match the filter, one result per
         query vector; the planner picks the index (`strategy` forces one, `exact` the scan).
@@ -613,7 +614,7 @@ class Collection:
             labels = self.tenants.readable_array(number) if node == MATCH_ALL else None
             scope = search.Scope(readable, len(readable), number, labels)
             force = "exact" if exact else strategy
-            timing = (started, filtering, include_attributes, include_vector)
+            timing = (started, filtering, include_attributes, include_vector, explain)
             return search.run_queries(self, matrix, k, scope, node, ef, force, *timing)
 
     def admin_query(
@@ -628,6 +629,7 @@ class Collection:
         ef: int | None = None,
         raw_filter: Any = None,
         strategy: str | None = None,
+        explain: bool = False,
     ) -> list[QueryResult]:
         """Across every point, or the points readable by any of `tenants`."""
         started = time.perf_counter()
@@ -644,7 +646,7 @@ class Collection:
                 union = BitMap.union(BitMap(), *(self.tenants.readable[n] for n in numbers))
                 scope = search.Scope(union, len(union), None)
             force = "exact" if exact else strategy
-            timing = (started, filtering, include_attributes, include_vector)
+            timing = (started, filtering, include_attributes, include_vector, explain)
             return search.run_queries(self, matrix, k, scope, node, ef, force, *timing)
 
     def _query_matrix(self, queries: list[Any], k: int, paths: list[str] | None) -> np.ndarray:

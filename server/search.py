@@ -14,6 +14,7 @@ Every call runs under the collection's read lock (taken by `Collection`):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -101,14 +102,16 @@ def run_queries(
     filtering: float,
     include_attributes: bool,
     include_vector: bool,
+    explain: bool = False,
 ) -> list[QueryResult]:
     """Filter the scope, plan once for the batch (scope and options are shared), then run
-    each query; caller holds the collection's read lock."""
+    each query; caller holds the collection's read lock. `explain`: the plan's inputs are
+    all counted, for the caller to show, even those that cannot change the choice."""
     scope = filtered(scope, node, collection)
     planning = time.perf_counter()
     settings = collection.config.index
     ef = ef or settings.ef
-    situation = _situation(collection, scope, k, ef)
+    situation = _situation(collection, scope, k, ef, explain)
     try:
         plan = planner.choose(situation, COST_MODEL, force)
     except KeyError:
@@ -171,7 +174,9 @@ def run_queries(
     return results
 
 
-def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner.Situation:
+def _situation(
+    collection: Collection, scope: Scope, k: int, ef: int, explain: bool
+) -> planner.Situation:
     graphs = collection.graphs
     tenant_graph = None if scope.tenant is None else graphs.tenant(scope.tenant)
     curator = collection.curator.curator
@@ -179,13 +184,12 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
     curator_ef, curator_meets = 0, True
     if scope.tenant is not None:
         curator_ef, curator_meets = graphs.curator_effort(scope.tenant, n / max(1, scope.readable))
-    return planner.Situation(
+    situation = planner.Situation(
         k=k,
         ef=ef,
         dim=collection.config.dim,
         candidates=len(scope.candidates),
         readable=scope.readable,
-        sequential=labels_in_sequence(scope.candidates, COST_MODEL.exact_run_lead),
         # Below the floor a tenant is never worth the Curator (and has few pairs in it). On a
         # tenant big enough for its own graph the Curator's patience stop can cap recall
         # (about 0.90 unfiltered on bench.planner's tenants): its recall there is measured
@@ -199,6 +203,12 @@ def _situation(collection: Collection, scope: Scope, k: int, ef: int) -> planner
         tenant_graph=_shape(tenant_graph, n),
         shared_graph=_shape(graphs.shared(), n),
     )
+    # Counting costs shifted copies of the candidates' bitmap (microseconds, more on a large
+    # arena's many containers): only when the answer could change the plan, or is asked for.
+    if explain or planner.sequence_matters(situation, COST_MODEL):
+        sequential = labels_in_sequence(scope.candidates, COST_MODEL.exact_run_lead)
+        situation = dataclasses.replace(situation, sequential=sequential)
+    return situation
 
 
 def _shape(graph: HnswGraph | None, candidates: int) -> planner.GraphShape | None:

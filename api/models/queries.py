@@ -76,9 +76,9 @@ class PlanOut(BaseModel):
         "filter, counted exactly."
     )
     sequential_candidates: int = Field(
-        description="Candidates stored right after a few others of them (a run of "
+        description="Candidates stored right after three others of them (in a run of "
         "consecutive rows), which the exact scan reads at a lower cost than rows read from "
-        "new places; how the `exact` estimate was priced."
+        "new places: how the `exact` estimate was priced."
     )
     estimates_us: dict[str, float] = Field(
         description="Estimated cost in microseconds of every plan the planner considered."

@@ -79,6 +79,7 @@ def _options(body: QueryRequest) -> dict[str, Any]:
         "ef": body.ef,
         "raw_filter": body.filter,
         "strategy": body.strategy,
+        "explain": body.explain,
     }
 
 
@@ -121,6 +122,7 @@ def run_batch(body: BatchQueryRequest, collection: Collection, tenant: str) -> d
             raw_filter=first.filter,
             strategy=strategy,
             filter_path=f"queries[{indexes[0]}].filter",
+            explain=any(q.explain for q in queries),
         )
         for i, q, result in zip(indexes, queries, results, strict=True):
             responses[i] = _result(result, q.explain, "vector_b64" in q.include)

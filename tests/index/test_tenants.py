@@ -74,6 +74,22 @@ def test_labels_in_sequence_counts_labels_after_lead_others(seed: int) -> None:
         assert labels_in_sequence(bitmap, lead) == expected, lead
 
 
+@pytest.mark.parametrize("start", [0, 70_000, 2**32 - 6_000])
+def test_labels_in_sequence_on_bitmaps_built_label_by_label(start: int) -> None:
+    """As the server builds them (`add`, no run compression): array and bitset containers,
+    a run across two containers, and labels at the top of the 32-bit range."""
+    rng = np.random.default_rng(start % 1000)
+    dense = start + np.flatnonzero(rng.random(5_900) < 0.9)  # > 4,096 in a container: a bitset
+    sparse = start + 2_000_000 * (start < 2**31) + np.arange(0, 3_000, 3)
+    crossing = np.arange(65_530, 65_545) + (start if start < 2**31 else 0)
+    labels = set(dense.tolist()) | set(sparse.tolist()) | set(crossing.tolist())
+    bitmap = BitMap()
+    for label in sorted(labels):
+        bitmap.add(label)
+    for lead in (1, 2, 3, 5):
+        assert labels_in_sequence(bitmap, lead) == _in_sequence_by_hand(labels, lead), lead
+
+
 def test_labels_in_sequence_of_runs() -> None:
     assert labels_in_sequence(BitMap(), 1) == 0
     assert labels_in_sequence(BitMap([7]), 1) == 0

@@ -77,5 +77,5 @@ def test_each_band_gets_the_least_effort_that_reaches_the_target(
         scope = search.Scope(
             collection.tenants.readable[big], len(collection.tenants.readable[big]), big
         )
-        situation = search._situation(collection, scope, 10, SETTINGS["ef"])
+        situation = search._situation(collection, scope, 10, SETTINGS["ef"], explain=False)
         assert situation.curator_ef_floor == checks[1.0][0]
