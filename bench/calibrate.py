@@ -349,6 +349,11 @@ def fit(
         notes.append(f"exact, lead {lead}: {errors(cols @ x, t)}")
         if x[2] <= x[1]:  # a row continuing a run is never dearer than one read afresh
             fits[lead] = (float(np.sum((cols @ x / t - 1) ** 2)), x)
+    if not fits:  # no lead gives a cheaper continuing row: price every row alike
+        cols = np.array([[1.0, c.features["n"] * dim / 1e3] for c in inside])
+        fixed, row = nnls_relative(cols, t)
+        fits[1] = (0.0, np.array([fixed, row, row]))
+        notes.append("exact: no lead prices a row continuing a run below a new one")
     lead = min(fits, key=lambda candidate: fits[candidate][0])
     x = fits[lead][1]
     values["exact_fixed_us"], values["exact_row_dim_ns"], values["exact_next_row_dim_ns"] = x

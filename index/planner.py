@@ -153,15 +153,14 @@ def choose(situation: Situation, model: CostModel, force: str | None = None) -> 
 @functools.lru_cache(maxsize=4096)
 def sequence_matters(situation: Situation, model: CostModel) -> bool:
     """Whether counting the candidates that continue a run could change the choice: the
-    scan priced as spread loses to another eligible plan, and priced as one run it would
-    win. Otherwise the server does not count them (`sequential` stays 0)."""
-    plans = estimate(dataclasses.replace(situation, sequential=0), model)
-    costs = plans[EXACT].estimates_us
-    others = [cost for name, cost in costs.items() if name != EXACT and plans[name].meets_recall]
-    if not others or costs[EXACT] <= min(others):
-        return False  # the scan is chosen either way
+    planner chooses differently with none of them in a run and with all of them. The scan's
+    cost falls as the count grows and no other plan depends on it, so when the two agree
+    every count agrees, and the server does not count (`sequential` stays 0). Decided by
+    `choose` itself, rounding and ties included, so that counting for `explain` never
+    changes a plan."""
+    spread = dataclasses.replace(situation, sequential=0)
     in_one_run = dataclasses.replace(situation, sequential=situation.candidates)
-    return _exact_cost(in_one_run, model) < min(others)
+    return choose(spread, model).strategy != choose(in_one_run, model).strategy
 
 
 def _exact_cost(s: Situation, model: CostModel) -> float:

@@ -298,6 +298,7 @@ def test_batch_equals_individual_queries(data: DataSet, metric: str) -> None:
         {"k": 5, "include": []},
         {"k": 10},
         {"k": 10},
+        {"k": 10, "explain": True},  # shares the plan of the two above
         {"k": 37, "include": ["vector"]},
         {"k": 5, "explain": True},
         {"k": 10, "include": ["attributes", "vector"]},
@@ -313,6 +314,8 @@ def test_batch_equals_individual_queries(data: DataSet, metric: str) -> None:
     for body, answer in zip(queries, batch, strict=True):
         single = post_query(data, metric, tenant, body)
         assert ("plan" in answer) == bool(body.get("explain"))
+        if "plan" in answer:
+            assert answer["plan"]["chosen"] == single["plan"]["chosen"]
         assert len(answer["results"]) == len(single["results"])
         for got, want in zip(answer["results"], single["results"], strict=True):
             assert set(got) == set(want)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import random
 
 import pytest
 
@@ -257,6 +258,42 @@ def test_the_sequence_is_counted_only_where_it_can_change_the_choice() -> None:
     spread = choose(crossing, MODEL).strategy
     together = choose(dataclasses.replace(crossing, sequential=3_000), MODEL).strategy
     assert spread != together
+
+
+def test_where_the_sequence_is_not_counted_no_count_would_change_the_plan() -> None:
+    """`explain` counts always; without it the server counts only where `sequence_matters`:
+    so a plan must be the same at every count wherever it says no, rounding and ties
+    included (a reviewer's sweep found ties at the 0.1 us rounding that an unrounded
+    comparison missed, e.g. the first situation here)."""
+    rng = random.Random(3)
+    cases = [Situation(k=1, ef=128, dim=16, candidates=61936, readable=160172, curator=True)]
+    for _ in range(3_000):
+        readable = rng.randint(20, 200_000)
+        cases.append(
+            Situation(
+                k=rng.choice([1, 10, 100]),
+                ef=rng.choice([16, 128, 512]),
+                dim=rng.choice([16, 128, 384, 1536]),
+                candidates=rng.randint(0, readable),
+                readable=readable,
+                curator=rng.random() < 0.7,
+                tenant_graph=GraphShape(readable, 0) if rng.random() < 0.3 else None,
+                shared_graph=GraphShape(4 * readable, 0) if rng.random() < 0.5 else None,
+            )
+        )
+    for s in cases:
+        if sequence_matters(s, MODEL):
+            continue
+        plans = {
+            choose(dataclasses.replace(s, sequential=q), MODEL).strategy
+            for q in {
+                0,
+                s.candidates // 2,
+                max(0, s.candidates - MODEL.exact_run_lead),
+                s.candidates,
+            }
+        }
+        assert len(plans) == 1, (s, plans)
 
 
 def test_a_graph_step_is_not_priced_in_proportion_to_the_dimension() -> None:
