@@ -4,13 +4,18 @@ kept between runs, tenant top-10 queries by wrk at 1 and 4 connections, medians 
     python -m bench.serving_quick --data-dir /tmp/shoal-quick [--env SHOAL_HTTP_PARSER=h11]
     python -m bench.serving_quick --ab SHOAL_LEAN_LANE=false   # two servers, interleaved
     python -m bench.serving_quick --b-code /tmp/shoal-base     # B runs another checkout
+    python -m bench.serving_quick --split                      # one process or two, 4 clients
 
 The first run loads the set over HTTP (about 20 s); later runs restart the server on it.
 `bench.serving` is the full comparison with pgvector; this is its Shoal half, small enough to
 run after every change. With `--ab`, a second server (on a copy of the data dir, with the given
 variables, or with `--b-code` the code of another checkout, say `git clone . /tmp/shoal-base`
 of the commit before a change) runs beside the first and every timed point alternates between
-them: on this noisy machine only such side-by-side ratios mean anything.
+them: on this noisy machine only such side-by-side ratios mean anything. With `--split`, the
+ceiling of serving reads from two processes: server A alone with 4 connections, then A and B
+(a copy of the data dir, same code) with 2 connections each at the same time, interleaved. An
+upper bound for read workers: no writes forwarded, no writer followed, connections split
+evenly.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import os
 import shutil
 import statistics
+import threading
 from pathlib import Path
 
 import httpx
@@ -40,6 +46,9 @@ def main() -> None:
     parser.add_argument("--b-code", type=Path, help="server B runs the checkout in this dir")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="then py-spy server A, 4 clients")
+    parser.add_argument(
+        "--split", action="store_true", help="4 clients on one server, or 2 + 2 on two"
+    )
     args = parser.parse_args()
     for item in args.env:
         name, _, value = item.partition("=")
@@ -53,7 +62,7 @@ def main() -> None:
         if fresh:
             print("loaded:", shoal_side.load(url, data, parts.loaded))
         _wait_settled(url)
-        ab = bool(args.ab or args.b_code)
+        ab = bool(args.ab or args.b_code or args.split)
         if ab:
             servers["A"].stop()  # copy a closed store, then run both
             copy = args.data_dir.with_name(args.data_dir.name + "-b")
@@ -66,6 +75,9 @@ def main() -> None:
                 _wait_settled(server.url)
         queries = debian_queries.build(data, parts, "tenant")
         requests = shoal_side.requests(data, queries, "default", 10)
+        if args.split:
+            _split(servers, requests, args.seconds, args.runs)
+            return
         results: dict[tuple[str, int], list[loadgen.LoadResult]] = {}
         for _ in range(args.runs):
             for clients in (1, 4):
@@ -102,6 +114,35 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+
+
+def _split(
+    servers: dict[str, ServerProcess], requests: list[loadgen.Request], seconds: int, runs: int
+) -> None:
+    """Server A with 4 connections, then A and B with 2 each at once; QPS summed."""
+
+    def load(server: ServerProcess, clients: int, into: list[loadgen.LoadResult]) -> None:
+        assert server.process is not None
+        into.append(loadgen.run_wrk(server.url, requests, clients, seconds, server.process.pid))
+
+    one, two = [], []
+    for _ in range(runs):
+        alone: list[loadgen.LoadResult] = []
+        load(servers["A"], 4, alone)
+        one.append(alone[0].requests / alone[0].seconds)
+        done: list[loadgen.LoadResult] = []
+        threads = [threading.Thread(target=load, args=(s, 2, done)) for s in servers.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        two.append(sum(r.requests / r.seconds for r in done))
+        print(f"one process, 4 connections: {one[-1]:,.0f} QPS; two, 2 + 2: {two[-1]:,.0f}")
+    ratio = statistics.median(b / a for a, b in zip(one, two, strict=True))
+    print(
+        f"median: one {statistics.median(one):,.0f}, two {statistics.median(two):,.0f} QPS; "
+        f"two / one {ratio:.2f}"
+    )
 
 
 def _wait_settled(url: str) -> None:
