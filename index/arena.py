@@ -18,10 +18,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from index.kernels import METRIC_CODES, finish_distances, scan_shortlist
+from index.kernels import METRIC_CODES, NO_MASK, finish_distances, scan_shortlist
 
 _SCANNED_QUERIES = 4  # up to this many queries are scanned one by one; more share a GEMM
-_NO_MASK = np.zeros(0, dtype=np.bool_)
 
 
 class Metric(StrEnum):
@@ -168,7 +167,7 @@ class VectorArena:
             self._rows,
             self._norms_sq,
             labels,
-            _NO_MASK,
+            NO_MASK,
             query,
             float(np.dot(query, query)),
             METRIC_CODES[self.metric],

@@ -35,9 +35,7 @@ import numpy as np
 
 from index.arena import Metric, TopK, VectorArena, heap_top_k
 from index.cluster_tree import ClusterTree
-from index.kernels import METRIC_CODES, curator_search
-
-_NO_MASK = np.zeros(0, dtype=np.bool_)
+from index.kernels import METRIC_CODES, NO_MASK, curator_search
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +272,7 @@ class Curator:
                 view.offset,
                 view.length,
                 view.labels,
-                _NO_MASK if allowed is None else allowed,
+                NO_MASK if allowed is None else allowed,
                 patience,
                 heap_distances,
                 heap_labels,

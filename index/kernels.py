@@ -15,6 +15,7 @@ import numpy as np
 # By `index.arena.Metric` (a StrEnum: its members are these strings). Not imported from there:
 # the arena's exact search runs on these kernels.
 METRIC_CODES = {"cosine": 0, "ip": 1, "l2": 2}
+NO_MASK = np.zeros(0, dtype=np.bool_)  # `allowed` when every label may be returned
 
 
 @numba.njit(nogil=True, cache=True, fastmath=True)

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from index.planner import CostModel
 from tests.api.helpers import assert_error, tenant_url
+from tests.index.reference import in_sequence
 from tests.support import app_client
 
 METRICS = ["cosine", "l2", "ip"]
@@ -277,8 +278,7 @@ def _in_sequence(data: DataSet, rows: np.ndarray) -> int:
     """Candidates after `lead` others in write order (labels are given in write order here)."""
     lead = CostModel().exact_run_lead
     position = {row: i for i, row in enumerate(data.written)}
-    spots = {position[r] for r in rows.tolist()}
-    return sum(all(s - step in spots for step in range(1, lead + 1)) for s in spots)
+    return in_sequence({position[r] for r in rows.tolist()}, lead)
 
 
 def test_exact_and_ef_are_accepted(data: DataSet) -> None:

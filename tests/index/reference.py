@@ -15,3 +15,8 @@ def brute_distances(rows: np.ndarray, query: np.ndarray, metric: Metric) -> np.n
     if metric is Metric.IP:
         return 1 - rows64 @ q64
     return np.linalg.norm(rows64 - q64, axis=1)
+
+
+def in_sequence(labels: set[int], lead: int) -> int:
+    """How many of `labels` have the `lead` labels before them in the set too."""
+    return sum(all(label - step in labels for step in range(1, lead + 1)) for label in labels)
