@@ -27,6 +27,7 @@ from enum import StrEnum
 import orjson
 
 from server import validation
+from server.changes import Change
 from server.errors import Invalid, NotFound, NotReady, Unauthorized
 from storage import keys
 from storage.store import Batch, Store
@@ -77,10 +78,13 @@ class KeyStore:
         self._lock = threading.Lock()  # create/revoke; readers see whole dict values
 
     def load(self, store: Store) -> None:
+        """Read every key record; again, on a read worker, after the writer changed one."""
         self._store = store
+        records = {}
         for _, value in store.scan(keys.CF_KEYS):
             record = KeyRecord.from_json(value)
-            self._records[record.key_id] = record
+            records[record.key_id] = record
+        self._records = records  # one swap: a request sees the old set or the new one
 
     def create(
         self,
@@ -159,7 +163,7 @@ class KeyStore:
     def _write_locked(self, record: KeyRecord) -> None:
         if self._store is None:
             raise RuntimeError("the key store is not loaded")
-        batch = Batch()
+        batch = Batch(change=Change("keys").encode())
         batch.put(keys.CF_KEYS, keys.api_key_key(record.key_id), record.to_json())
         self._store.write(batch)  # durable before the key is handed out or refused
         self._records[record.key_id] = record

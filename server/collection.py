@@ -34,6 +34,7 @@ from index.filters import MATCH_ALL, evaluate
 from index.points import PointTable
 from index.tenants import TenantIndex, bitmap_labels
 from server import search, validation
+from server.changes import Change, collection_changed, points_changed
 from server.curator_host import CuratorHost
 from server.errors import Conflict, Invalid, NotFound, NotReady, TooLarge, Unavailable
 from server.graph_host import GraphHost
@@ -72,7 +73,10 @@ class Collection:
         limits: Limits,
         observer: Observer | None = None,
         graph_dir: Path | None = None,
+        follower: bool = False,
     ):
+        """`follower`: a read worker's copy, changed only by `follow_*` from the change feed;
+        it trains no Curator tree and writes no graph file (the writer's are loaded)."""
         self.config = config
         self.limits = limits
         self._store = store
@@ -85,6 +89,7 @@ class Collection:
         self._write_mutex = threading.Lock()  # serializes writers: prepare + append + apply
         self._rw = RWLock()  # readers vs. applying a committed batch
         self.dropped = False
+        self.follower = follower
         self.curator = CuratorHost(self)
         self.graphs = GraphHost(self, graph_dir)
         self.applied_seq = 0  # the last oplog record applied in memory
@@ -159,7 +164,7 @@ class Collection:
         cid = self.config.cid
         with self._writing():
             self.dropped = True
-            batch = Batch()
+            batch = Batch(change=collection_changed("drop", self.name))
             batch.delete(keys.CF_META, keys.collection_key(self.name))
             batch.delete(keys.CF_META, keys.tree_key(cid))
             lo, hi = keys.collection_range(cid)
@@ -187,9 +192,16 @@ class Collection:
         apply: Callable[[], None],
         vector_labels: list[int] | None = None,
         reader_labels: list[int] | None = None,
+        *,
+        attribute_labels: list[int] | None = None,
+        new_tenants: dict[str, int] | None = None,
+        removed_tenants: list[int] | None = None,
     ) -> int:
-        """Append `batch` (plus its oplog record, when it changed vectors or readers) then
-        apply it to memory; caller holds the write mutex."""
+        """Append `batch` (plus its oplog record, when it changed vectors or readers, and its
+        change record) then apply it to memory; caller holds the write mutex."""
+        if batch.change is None:
+            labels = [*(vector_labels or ()), *(reader_labels or ()), *(attribute_labels or ())]
+            batch.change = points_changed(self.name, labels, new_tenants, removed_tenants or ())
         seq = self.applied_seq
         if vector_labels or reader_labels:
             seq += 1
@@ -242,7 +254,7 @@ class Collection:
                 return False
             batch, new = Batch(), {}
             self._tenant_for_write(tenant, batch, new)
-            ticket = self._commit(batch, lambda: self._register(new))
+            ticket = self._commit(batch, lambda: self._register(new), new_tenants=new)
         self._acknowledge(ticket)
         return True
 
@@ -305,7 +317,7 @@ class Collection:
                 )
 
             try:
-                ticket = self._commit(batch, apply, labels)
+                ticket = self._commit(batch, apply, labels, new_tenants=new)
             except BaseException:
                 self.arena.release(fresh)
                 raise
@@ -368,7 +380,7 @@ class Collection:
                 self.points.set_attributes(label, encoded)
                 self.attributes.set(label, merged)
 
-            ticket = self._commit(batch, apply)
+            ticket = self._commit(batch, apply, attribute_labels=[label])
         self._acknowledge(ticket, "patch")
         return PointView(point_id, tenant, merged, shared_with=self._grantee_names(label))
 
@@ -458,7 +470,7 @@ class Collection:
                     self.curator.grant(label, number)
                     self.graphs.readers_changed(label, number)
 
-                ticket = self._commit(batch, apply, reader_labels=[label])
+                ticket = self._commit(batch, apply, reader_labels=[label], new_tenants=new)
             else:
                 ticket = 0
         self._acknowledge(ticket, "grant")
@@ -505,9 +517,90 @@ class Collection:
                 self.graphs.tenant_deleted(number)
                 self.tenants.unregister(number)
 
-            ticket = self._commit(batch, apply, list(owned.values()), list(granted))
+            ticket = self._commit(
+                batch, apply, list(owned.values()), list(granted), removed_tenants=[number]
+            )
         self._acknowledge(ticket, "delete_tenant")
         return len(owned)
+
+    # -- following the writer (read workers) ----------------------------------------------
+
+    def follow_points(self, change: Change) -> None:
+        """Bring memory in step with the store for the labels and tenants `change` names.
+
+        The store may already be ahead of `change` (a follower replays a run of records after
+        one catch-up), so a label is re-read, not patched: forgotten, then added back as
+        stored. A point owned by, or granted to, a tenant not registered yet is left out: the
+        later record of the run that registers that tenant names the label too."""
+        cid = self.config.cid
+        stored = []
+        for label in change.labels:
+            raw = self._store.get(keys.CF_POINTS, keys.point_key(cid, label))
+            grants = [
+                keys.decode_grant_key(key)[2]
+                for key, _ in self._store.scan(keys.CF_GRANTS, keys.point_key(cid, label))
+            ]
+            stored.append((label, None if raw is None else decode_point(raw), grants))
+        with self._writing(), self._rw.write():
+            for number, name in change.tenants_added.items():
+                if number not in self.tenants.name_of and name not in self.tenants.number_of:
+                    self.tenants.register(name, number)
+            for label, _, _ in stored:
+                if self.arena.is_live(label):
+                    owner = self.points.owner(label)
+                    self._forget_point(owner, self.points.point_id(label), label)
+            known = self.tenants.name_of
+            present = [
+                (label, record, [g for g in grants if g in known])
+                for label, record, grants in stored
+                if record is not None and record.owner in known
+            ]
+            if present:
+                labels = [label for label, _, _ in present]
+                matrix = np.stack([record.vector for _, record, _ in present])
+                self.arena.put(np.asarray(labels, dtype=np.int64), matrix)
+                for label, record, grants in present:
+                    self.points.set(label, record.owner, record.point_id, record.attributes_json)
+                    if self.attributes.types:
+                        self.attributes.set(label, orjson.loads(record.attributes_json))
+                    self.tenants.add_point(record.owner, record.point_id, label)
+                    for grantee in grants:
+                        self.tenants.grant(label, grantee)
+                readers = [self._readers(label) for label in labels]
+                self.curator.add(labels, readers)
+                self.graphs.vectors_changed(labels, readers)
+            for number in change.tenants_removed:
+                if number in self.tenants.name_of and not self.tenants.owned[number]:
+                    for label in list(self.tenants.granted_to(number)):
+                        self.tenants.revoke(label, number)
+                        self.curator.revoke(label, number)
+                    self.graphs.tenant_deleted(number)
+                    self.tenants.unregister(number)
+        self.graphs.poke()
+
+    def follow_schema(self) -> None:
+        """The stored config declares more fields: index them as the writer did."""
+        raw = self._store.get(keys.CF_META, keys.collection_key(self.name))
+        if raw is None:
+            return  # dropped since: its `drop` record follows
+        config = CollectionConfig.from_json(raw)
+        if config.cid != self.config.cid:
+            return
+        added = {n: t for n, t in config.schema.items() if n not in self.config.schema}
+        with self._writing(), self._rw.write():
+            self.config = config
+            for name, field_type in added.items():
+                self.attributes.add_field(name, field_type)
+            self.indexing |= set(added)
+            labels = bitmap_labels(self.tenants.all_labels)
+        if added:
+            worker = threading.Thread(
+                target=index_new_fields,
+                args=(self, added, labels),
+                name="schema-index",
+                daemon=True,
+            )
+            worker.start()
 
     # -- reads --------------------------------------------------------------------------
 
@@ -683,7 +776,7 @@ class Collection:
             if not added:
                 return self.config
             config = dataclasses.replace(self.config, schema={**self.config.schema, **added})
-            batch = Batch()
+            batch = Batch(change=collection_changed("schema", self.name))
             batch.put(keys.CF_META, keys.collection_key(self.name), config.to_json())
 
             def apply() -> None:

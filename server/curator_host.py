@@ -26,6 +26,7 @@ import numpy as np
 from index.cluster_tree import ClusterTree
 from index.curator import Curator
 from index.tenants import bitmap_labels
+from server.changes import collection_changed
 from server.errors import NotFound
 from storage import keys
 from storage.store import Batch
@@ -98,7 +99,10 @@ class CuratorHost:
     # -- training -----------------------------------------------------------------------
 
     def maybe_train(self) -> None:
-        """After a write: start a background (re)training if the collection calls for one."""
+        """After a write: start a background (re)training if the collection calls for one.
+        Followers never train: they load the tree the writer persists (`follow_tree`)."""
+        if self._collection.follower:
+            return
         count = self._collection.arena.count
         curator = self.curator
         if curator is None:
@@ -115,6 +119,17 @@ class CuratorHost:
                 return
             self._trainer = threading.Thread(target=self._train, name="curator-train", daemon=True)
             self._trainer.start()
+
+    def follow_tree(self) -> None:
+        """A follower: the writer persisted a new tree; index the pairs on it and swap it in."""
+        collection = self._collection
+        raw = collection.store.get(keys.CF_META, keys.tree_key(collection.config.cid))
+        if raw is None:
+            return  # the collection was dropped since
+        with collection.write_mutex():
+            curator = self._build(ClusterTree.from_bytes(raw))
+            with collection.write_lock():
+                self.curator = curator
 
     def wait_trained(self, timeout_s: float) -> bool:
         """Wait for a training in progress; True once no training is running."""
@@ -144,7 +159,7 @@ class CuratorHost:
                 building = time.perf_counter()
                 curator = self._build(tree)
                 built = time.perf_counter() - building
-                batch = Batch()
+                batch = Batch(change=collection_changed("tree", collection.name))
                 batch.put(keys.CF_META, keys.tree_key(collection.config.cid), tree.to_bytes())
                 collection.store.write(batch)
                 with collection.write_lock():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from index.arena import Metric
 from server import audit, validation
 from server.apikeys import KeyRecord, KeyStore, Role
 from server.auth import Authenticator
+from server.changes import Change, collection_changed
 from server.collection import Collection
 from server.errors import Conflict, Forbidden, Invalid, NotReady, collection_not_found
 from server.metrics import Observer
@@ -33,8 +35,20 @@ KEYS_NEED_ADMIN = "API keys can be created only when the server has an admin key
 
 
 class Database:
-    def __init__(self, settings: Settings, observer: Observer | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        observer: Observer | None = None,
+        *,
+        follower_dir: Path | None = None,
+        on_change: Callable[[int], None] | None = None,
+    ):
+        """`follower_dir`: a read worker's Database, a follower of the writer's store (see
+        `server.follower`); `on_change(seq)`: the writer publishes each change it records."""
         self.settings = settings
+        self.follower_dir = follower_dir
+        self._on_change = on_change
+        self.change_seq = 0  # a follower: the last change record its memory holds
         self.observer = observer or Observer()  # metrics: queries, writes, WAL syncs
         self.limits = Limits(
             settings.max_batch_points, settings.max_attributes_bytes, settings.max_delete_points
@@ -55,11 +69,18 @@ class Database:
         started = time.perf_counter()
         try:
             _warm_up()
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            follower_dir = None if self.follower_dir is None else str(self.follower_dir)
+            if follower_dir is None:
+                self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             store = Store(
-                str(self.settings.data_dir), self.settings.durability, self.observer.synced
+                str(self.settings.data_dir),
+                self.settings.durability,
+                self.observer.synced,
+                follower_dir=follower_dir,
+                on_change=self._on_change,
             )
             self._store = store
+            self.change_seq = store.change_seq
             for _, value in store.scan(keys.CF_META, keys.COLLECTION_PREFIX):
                 config = CollectionConfig.from_json(value)
                 collection = self._collection(config, store)
@@ -143,7 +164,7 @@ class Database:
             raw = store.get(keys.CF_META, keys.NEXT_COLLECTION_ID)
             cid = 1 if raw is None else int.from_bytes(raw, "big")
             config = CollectionConfig(name, cid, dim, metric_value, fields, index=index_settings)
-            batch = Batch()
+            batch = Batch(change=collection_changed("create", name))
             batch.put(keys.CF_META, keys.collection_key(name), config.to_json())
             batch.put(keys.CF_META, keys.NEXT_COLLECTION_ID, keys.u32(cid + 1))
             store.write(batch)
@@ -182,9 +203,56 @@ class Database:
         audit.note(key_id=record.key_id, key_scope=f"{collection}/{tenant}", role=role)
         return record, token
 
+    # -- following the writer (read workers) ----------------------------------------------
+
+    def follow(self, change: Change) -> None:
+        """Apply one change record to a follower's memory (`server.follower` calls this in feed
+        order, with the store caught up to at least that record)."""
+        store = self.store
+        collections = self._collections
+        if change.kind == "keys":
+            self.keys.load(store)
+            return
+        collection = collections.get(change.collection)
+        if change.kind == "create":
+            raw = store.get(keys.CF_META, keys.collection_key(change.collection))
+            if raw is None:
+                return  # dropped again since: its `drop` record follows
+            config = CollectionConfig.from_json(raw)
+            if collection is not None:
+                if collection.config.cid == config.cid:
+                    return
+                collection.graphs.stop(persist=False)  # replaced by a namesake
+            fresh = self._collection(config, store)
+            fresh.load()
+            collections[config.name] = fresh
+            self.quotas.load([fresh])
+            return
+        if collection is None:
+            return  # created and dropped within the records replayed
+        if change.kind == "points":
+            collection.follow_points(change)
+        elif change.kind == "schema":
+            collection.follow_schema()
+        elif change.kind == "tree":
+            collection.curator.follow_tree()
+        elif change.kind == "quotas":
+            self.quotas.load([collection])
+        elif change.kind == "drop":
+            collection.dropped = True
+            collections.pop(change.collection, None)
+            collection.graphs.stop(persist=False)
+            self.quotas.forget(change.collection)
+            self.observer.collection_dropped(change.collection)
+
     def _collection(self, config: CollectionConfig, store: Store) -> Collection:
         collection = Collection(
-            config, store, self.limits, self.observer, self._graph_dir(config.cid)
+            config,
+            store,
+            self.limits,
+            self.observer,
+            self._graph_dir(config.cid),
+            follower=self.follower_dir is not None,
         )
         collection.admission = self.quotas.admission(config.name)
         return collection

@@ -66,6 +66,9 @@ class GraphHost:
     def __init__(self, collection: Collection, directory: Path | None):
         self._collection = collection
         self._directory = directory  # None: graphs are never persisted (tests, in-memory)
+        # A read worker loads the writer's snapshots and keeps its graphs in step in memory;
+        # only the writer writes, replaces or deletes graph files and trims the oplog.
+        self._owns_files = directory is not None and not collection.follower
         self.graphs: dict[GraphKey, HnswGraph] = {}
         self._building: dict[GraphKey, BitMap] = {}  # changes recorded while a build runs
         self._snapshot_seq: dict[GraphKey, int] = {}  # persisted snapshot -> its seq
@@ -119,7 +122,7 @@ class GraphHost:
         self.curator_checks.pop(number, None)
         self._building.pop(number, None)
         self._snapshot_seq.pop(number, None)
-        if self._directory is not None:
+        if self._owns_files:
             graph_files.remove(self._path(number))
 
     def _mark(self, key: GraphKey, labels: list[int] | tuple[int, ...]) -> None:
@@ -141,7 +144,8 @@ class GraphHost:
         if self._directory is not None:
             for key, path in self._persisted():
                 if key != SHARED and key not in tenants.name_of:
-                    graph_files.remove(path)
+                    if self._owns_files:
+                        graph_files.remove(path)
                     continue
                 snapshot = graph_files.load(path)
                 if snapshot is None:
@@ -223,7 +227,7 @@ class GraphHost:
                     self._snapshot(key)
 
     def remove_files(self) -> None:
-        if self._directory is not None:
+        if self._owns_files:
             graph_files.remove_directory(self._directory)
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -520,7 +524,7 @@ class GraphHost:
         self._trim()
 
     def _snapshot(self, key: GraphKey) -> None:
-        if self._directory is None:
+        if not self._owns_files:
             return
         collection = self._collection
         with collection.read_lock():
@@ -540,6 +544,8 @@ class GraphHost:
 
     def _trim(self) -> None:
         """Drop oplog records every persisted graph already holds (all, with no graph)."""
+        if self._collection.follower:
+            return
         collection = self._collection
         live = [self._snapshot_seq[k] for k in self.graphs if k in self._snapshot_seq]
         unpersisted = any(k not in self._snapshot_seq for k in self.graphs)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from server import audit, validation
+from server.changes import collection_changed
 from server.errors import Invalid, OverQuota
 from server.ratelimit import Rate, RateLimiter
 from storage import keys
@@ -93,11 +94,14 @@ class QuotaBook:
         self._tenants: dict[tuple[str, str], Quotas] = {}
         self._limiter = RateLimiter(clock)
         self._lock = threading.Lock()  # serializes setters; readers see whole values
+        self._queries_limited: dict[str, bool] = {}  # `limits_queries`, until an override changes
 
     # -- persistence ------------------------------------------------------------------
 
     def load(self, collections: Iterable[Collection]) -> None:
+        """Read the stored overrides; again, on a read worker, after the writer changed one."""
         for collection in collections:
+            self._drop_overrides(collection.name)
             cid = collection.config.cid
             for key, value in collection.store.scan(keys.CF_META, keys.quota_key(cid)):
                 _, tenant = keys.decode_quota_key(key)
@@ -106,6 +110,7 @@ class QuotaBook:
                     self._collections[collection.name] = quotas
                 else:
                     self._tenants[(collection.name, tenant)] = quotas
+        self._queries_limited.clear()
 
     def set_collection(self, collection: Collection, patch: Mapping[str, Any]) -> Quotas:
         """Patch the collection's quotas; returns them."""
@@ -113,6 +118,7 @@ class QuotaBook:
             quotas = self._collections.get(collection.name, Quotas()).patched(patch)
             self._persist(collection, None, quotas)
             self._collections[collection.name] = quotas
+            self._queries_limited.clear()
         audit.note(quotas=dict(patch))
         return quotas
 
@@ -124,11 +130,12 @@ class QuotaBook:
             quotas = self._tenants.get(key, Quotas()).patched(patch)
             self._persist(collection, tenant, quotas)
             self._tenants[key] = quotas
+            self._queries_limited.clear()
         audit.note(quotas=dict(patch))
         return quotas.over(self.defaults)
 
     def _persist(self, collection: Collection, tenant: str | None, quotas: Quotas) -> None:
-        batch = Batch()
+        batch = Batch(change=collection_changed("quotas", collection.name))
         key = keys.quota_key(collection.config.cid, tenant)
         if quotas.empty:
             batch.delete(keys.CF_META, key)
@@ -141,13 +148,32 @@ class QuotaBook:
 
     def forget(self, collection: str) -> None:
         """A dropped collection's quotas and buckets (its keys went with its drop batch)."""
+        self._drop_overrides(collection)
+        self._limiter.forget(lambda key: isinstance(key, tuple) and key[0] == collection)
+
+    def _drop_overrides(self, collection: str) -> None:
         with self._lock:
             self._collections.pop(collection, None)
             for key in [k for k in self._tenants if k[0] == collection]:
                 del self._tenants[key]
-        self._limiter.forget(lambda key: isinstance(key, tuple) and key[0] == collection)
+            self._queries_limited.clear()
 
     # -- what is in force -------------------------------------------------------------
+
+    def limits_queries(self, collection: str) -> bool:
+        """Whether any query rate applies in the collection (its own, a tenant's, a default).
+        Read workers send such a collection's queries to the writer, which alone holds the
+        buckets: a bucket per process would multiply the rate by the process count."""
+        limited = self._queries_limited.get(collection)
+        if limited is None:
+            overrides = list(self._tenants.items())
+            limited = (
+                self.defaults.query_rate is not None
+                or self.collection_quotas(collection).query_rate is not None
+                or any(c == collection and q.query_rate is not None for (c, _), q in overrides)
+            )
+            self._queries_limited[collection] = limited
+        return limited
 
     def collection_quotas(self, collection: str) -> Quotas:
         return self._collections.get(collection, Quotas())

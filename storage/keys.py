@@ -15,6 +15,7 @@ key of a collection starts with its 4-byte collection id, so one collection is o
 | `points` | `cid + label(u64)` | point record (`storage.records`) |
 | `grants` | `cid + label(u64) + tenant_no(u32)` | empty: the point is readable by that tenant |
 | `oplog` | `cid + seq(u64)` | labels a write changed (`encode_oplog`), replayed into HNSW graphs |
+| `changes` | `seq(u64)` | what a write changed, database-wide (`server.changes`), for followers |
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ CF_POINTS = "points"
 CF_GRANTS = "grants"
 CF_KEYS = "keys"
 CF_OPLOG = "oplog"
-COLUMN_FAMILIES = (CF_META, CF_POINTS, CF_GRANTS, CF_KEYS, CF_OPLOG)
+CF_CHANGES = "changes"
+COLUMN_FAMILIES = (CF_META, CF_POINTS, CF_GRANTS, CF_KEYS, CF_OPLOG, CF_CHANGES)
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -63,6 +65,15 @@ def decode_oplog(value: bytes) -> tuple[list[int], list[int]]:
     vectors, readers = struct.unpack_from("<II", value)
     labels = list(struct.unpack_from(f"<{vectors + readers}I", value, 8))
     return labels[:vectors], labels[vectors:]
+
+
+def change_key(seq: int) -> bytes:
+    return _U64.pack(seq)
+
+
+def decode_change_key(key: bytes) -> int:
+    (seq,) = _U64.unpack(key)
+    return seq
 
 
 def u32(value: int) -> bytes:

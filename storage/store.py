@@ -4,6 +4,14 @@ A write is one `Batch` (one RocksDB `WriteBatch`): it is applied entirely or not
 RocksDB's WAL replay after a crash. `append` makes it visible in RocksDB; `wait_durable` returns
 once it is synced to disk (with `durability="fsync"`) or at once (`"os"`: the OS page cache
 decides, which survives `kill -9` but not power loss).
+
+The change feed: a batch that carries a `change` (bytes the server composes, `server.changes`)
+gets it recorded in the `changes` column family under the next database-wide sequence number,
+in the same WriteBatch, so the feed's order is RocksDB's append order. Read workers open the
+store as a *follower* (RocksDB's secondary instance: they read the writer's files and WAL, and
+write nothing), `catch_up` to the writer's latest appends, and replay the feed after their own
+position. The writer keeps the newest `CHANGES_KEPT` records; a follower further behind than
+that has lost its place and recovers from scratch.
 """
 
 from __future__ import annotations
@@ -13,12 +21,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import AccessType, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from storage.commit import GroupCommit
-from storage.keys import COLUMN_FAMILIES, prefix_upper_bound
+from storage.keys import (
+    CF_CHANGES,
+    COLUMN_FAMILIES,
+    change_key,
+    decode_change_key,
+    prefix_upper_bound,
+)
 
 Durability = Literal["fsync", "os"]
+CHANGES_KEPT = 100_000  # feed records a follower may lag behind before it must recover
+_TRIM_CHANGES_EVERY = 4096
+
+
+class ReadOnlyStore(Exception):
+    """A write reached a follower store: read workers forward every write to the writer."""
 
 
 @dataclass
@@ -28,6 +48,7 @@ class Batch:
     puts: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     deletes: list[tuple[str, bytes]] = field(default_factory=list)
     range_deletes: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    change: bytes | None = None  # recorded in the change feed, for read workers
 
     def put(self, cf: str, key: bytes, value: bytes) -> None:
         self.puts.append((cf, key, value))
@@ -48,7 +69,13 @@ class Store:
         path: str,
         durability: Durability = "fsync",
         on_sync: Callable[[float, int], None] | None = None,
+        *,
+        follower_dir: str | None = None,
+        on_change: Callable[[int], None] | None = None,
     ):
+        """`follower_dir`: open as a follower of the writer at `path` (RocksDB keeps the
+        follower's own info log there); `on_change(seq)` is called after each append that
+        recorded a change, with the write lock held (so calls come in feed order)."""
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.create_missing_column_families(True)
@@ -56,7 +83,15 @@ class Store:
         cf_options = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
         self.path = path
         self.durability: Durability = durability
-        self._db = Rdict(path, options, column_families=cf_options)
+        self.follower = follower_dir is not None
+        if follower_dir is not None:
+            # Files the writer deletes after a compaction stay readable through descriptors
+            # already open; with a bounded table cache a follower could hit a deleted file.
+            options.set_max_open_files(-1)
+            access = AccessType.secondary(follower_dir)
+            self._db = Rdict(path, options, column_families=cf_options, access_type=access)
+        else:
+            self._db = Rdict(path, options, column_families=cf_options)
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._cfs = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._unsynced = WriteOptions()
@@ -64,11 +99,15 @@ class Store:
         self._write_lock = threading.Lock()  # ticket order == RocksDB append order
         self._commit = GroupCommit(lambda: self._db.flush_wal(True), on_sync)
         self._closed = False
+        self.change_seq = self.last_change()
+        self._on_change = on_change
 
     # -- writes -------------------------------------------------------------------------
 
     def append(self, batch: Batch) -> int:
         """Apply `batch` atomically (not yet synced); returns the ticket for `wait_durable`."""
+        if self.follower:
+            raise ReadOnlyStore("a read worker's store takes no writes")
         write_batch = WriteBatch(raw_mode=True)
         for cf, key, value in batch.puts:
             write_batch.put(key, value, self._handles[cf])
@@ -76,9 +115,19 @@ class Store:
             write_batch.delete(key, self._handles[cf])
         for cf, lo, hi in batch.range_deletes:
             write_batch.delete_range(lo, hi, self._handles[cf])
+        changes = self._handles[CF_CHANGES]
         with self._write_lock:
             self._commit.raise_if_failed()
+            seq = self.change_seq + 1
+            if batch.change is not None:
+                write_batch.put(change_key(seq), batch.change, changes)
+                if seq % _TRIM_CHANGES_EVERY == 0 and seq > CHANGES_KEPT:
+                    write_batch.delete_range(change_key(0), change_key(seq - CHANGES_KEPT), changes)
             self._db.write(write_batch, self._unsynced)
+            if batch.change is not None:
+                self.change_seq = seq
+                if self._on_change is not None:
+                    self._on_change(seq)
             return self._commit.next_ticket()
 
     def wait_durable(self, ticket: int) -> None:
@@ -110,6 +159,23 @@ class Store:
             read_options.set_iterate_upper_bound(upper)
         yield from self._cfs[cf].items(from_key=prefix, read_opt=read_options)
 
+    # -- the change feed ----------------------------------------------------------------
+
+    def last_change(self) -> int:
+        """The newest change record's sequence number (0: none)."""
+        for key in self._cfs[CF_CHANGES].keys(backwards=True):
+            return decode_change_key(key)
+        return 0
+
+    def changes_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
+        """Every (seq, change) recorded after `seq`, in order."""
+        for key, value in self._cfs[CF_CHANGES].items(from_key=change_key(seq + 1)):
+            yield decode_change_key(key), value
+
+    def catch_up(self) -> None:
+        """A follower: see everything the writer has appended so far (0.5 ms with nothing new)."""
+        self._db.try_catch_up_with_primary()
+
     # -- figures and lifecycle ----------------------------------------------------------
 
     def property_int(self, name: str) -> int:
@@ -121,8 +187,9 @@ class Store:
         self._closed = True
         with self._write_lock:
             try:
-                self._db.flush_wal(True)
-                self._db.flush()
+                if not self.follower:
+                    self._db.flush_wal(True)
+                    self._db.flush()
             finally:
                 # Column-family objects keep the DB alive (and its LOCK file held) until they
                 # are dropped, so a reopen in the same process would fail.
