@@ -8,6 +8,8 @@ Lifespan: BLAS pinned to one thread, then recovery runs on a background thread s
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,14 +23,17 @@ from threadpoolctl import threadpool_limits
 
 from api.auth import Authentication, authorize_request
 from api.errors import install_error_handlers
+from api.forward import LOCAL_PATHS, ToWriter
 from api.lean import LeanLane
 from api.middleware import BodyLimit, EncodedSlashes
 from api.models.common import ErrorResponse
 from api.observability import Observability
 from api.routes import collections, health, keys, metrics, points, queries, tenants, transfer
 from server.database import Database
+from server.follower import Follower, FollowerLost, PublishedSequence
 from server.metrics import Metrics
 from server.settings import Settings
+from server.workers import RunDir, WorkerRole, exit_with_writer
 
 log = logging.getLogger("shoal.app")
 
@@ -49,21 +54,47 @@ _ERRORS = {
 
 
 class ShoalApp(FastAPI):
-    """FastAPI, with the lean lane's requests taken before any of FastAPI's own layers."""
+    """FastAPI, with the lean lane's requests taken before any of FastAPI's own layers; in a
+    read worker, what the worker does not serve is forwarded to the writer first of all."""
 
     lean: LeanLane | None = None
+    to_writer: ToWriter | None = None  # a read worker's (api/forward.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lean = self.lean
+        lean, to_writer = self.lean, self.to_writer
         if lean is not None and lean.takes(scope):
+            if to_writer is not None:
+                collection = lean.query_collection(scope)
+                if collection is None or not to_writer.serves(scope, collection):
+                    await to_writer.forward(scope, receive, send)
+                    return
             await lean.stack(scope, receive, send)
+        elif to_writer is not None and scope["type"] == "http" and scope["path"] not in LOCAL_PATHS:
+            await to_writer.forward(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings) -> ShoalApp:
-    observer = Metrics()  # this app's own registry, passed down: no global state
-    database = Database(settings, observer)
+def create_app(
+    settings: Settings, run: RunDir | None = None, worker: WorkerRole | None = None
+) -> ShoalApp:
+    """`run`: the writer of a server with read workers (server/workers.py): it publishes its
+    changes and reports every process's metrics; `worker`: one of its read workers."""
+    if worker is not None:
+        run = worker.run
+    # This app's own registry, passed down: no global state (files shared with the other
+    # processes of the server when it has read workers).
+    observer = Metrics(run.metrics if run is not None else None)
+    published = PublishedSequence(run.sequence) if run is not None else None
+    follower: Follower | None = None
+    if worker is None:
+        on_change = published.publish if published is not None else None
+        database = Database(settings, observer, on_change=on_change)
+    else:
+        assert published is not None
+        follower_dir = worker.run.follower(os.getpid())
+        database = Database(settings, observer, follower_dir=follower_dir)
+        follower = Follower(database, published)
     # Batch queries of the lean lane run here; FastAPI's own worker threads (anyio) serve
     # upserts and the other blocking routes. `query_threads` sizes each.
     query_pool = ThreadPoolExecutor(settings.query_threads, "query")
@@ -74,6 +105,22 @@ def create_app(settings: Settings) -> ShoalApp:
         # On two cores, a second BLAS thread makes single-query products slower, not faster.
         blas_limit = threadpool_limits(limits=1)
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.query_threads
+        if follower is not None:
+            assert worker is not None and app.to_writer is not None
+            # A worker listens only once it can answer: the kernel hands a listening process
+            # connections, ready or not, and the writer serves meanwhile.
+            await anyio.to_thread.run_sync(database.open)
+            follower.start(on_lost=_stop_worker)
+            exit_with_writer(worker.writer_pid, lambda: _stop_worker(None))
+            try:
+                yield
+            finally:
+                follower.stop()
+                await app.to_writer.aclose()
+                query_pool.shutdown(wait=True)
+                database.close()
+                blas_limit.restore_original_limits()
+            return
         recovery = threading.Thread(target=_recover, args=(database,), name="recovery", daemon=True)
         recovery.start()
         try:
@@ -83,6 +130,8 @@ def create_app(settings: Settings) -> ShoalApp:
             query_pool.shutdown(wait=True)  # no batch still reading the store
             database.close()
             blas_limit.restore_original_limits()
+            if published is not None:
+                published.close()
             log.info("store closed")
 
     app = ShoalApp(
@@ -124,7 +173,19 @@ def create_app(settings: Settings) -> ShoalApp:
 
     if settings.lean_lane:
         app.lean = LeanLane(database, query_pool, settings.max_request_bytes, lean_stack)
+    if follower is not None:
+        assert run is not None
+        tls = settings.tls_cert is not None
+        app.to_writer = ToWriter(follower, database.quotas, run.writer_socket, tls)
     return app
+
+
+def _stop_worker(lost: FollowerLost | None) -> None:
+    """A read worker shuts down as on SIGTERM (requests drained); its supervisor starts
+    another, which recovers from the store."""
+    if lost is not None:
+        log.error("this read worker lost its place in the change feed: %s; restarting", lost)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _recover(database: Database) -> None:

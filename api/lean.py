@@ -155,6 +155,12 @@ class LeanLane:
         scope[_LANE] = (lane, match.groupdict())
         return True
 
+    @staticmethod
+    def query_collection(scope: Scope) -> str | None:
+        """The collection of a query or batch query `takes` took (None: an upsert)."""
+        lane, params = scope[_LANE]
+        return None if lane.handoff == "write" else params["collection"]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lane, params = scope[_LANE]
         body = await read_body(receive, self.max_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import platform
@@ -69,11 +70,26 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    # After the ")" of comm: field 3 (state) is fields[0], so utime (14) is fields[11].
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    """utime + stime of a process (all its threads) and of its live children (a server's
+    read workers), from /proc."""
+    total = 0.0
+    for each in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{each}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # a child gone meanwhile
+        # After the ")" of comm: field 3 (state) is fields[0], so utime (14) is fields[11].
+        total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return children
 
 
 def minor_faults(pid: int) -> int:

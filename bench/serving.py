@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workloads", default=",".join(debian_queries.WORKLOADS))
     parser.add_argument("--systems", default="shoal,pgvector")
+    parser.add_argument(
+        "--read-workers", type=int, default=0, help="Shoal's read workers (server/workers.py)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 run, 150 queries, 1 s points")
     parser.add_argument("--profile", action="store_true", help="py-spy on the server under load")
     parser.add_argument("--profile-s", type=float, default=10.0, help="seconds sampled")
@@ -273,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         points: list[Point] = []
         server = pg = None
         if "shoal" in systems:
-            server = Server(tmp / "shoal", "--durability", "fsync").start()
+            workers = ("--read-workers", str(args.read_workers))
+            server = Server(tmp / "shoal", "--durability", "fsync", *workers).start()
             stack.callback(server.stop)
             seconds = shoal_side.load(server.url, data, parts.loaded)
             print(f"shoal: loaded {len(parts.loaded):,} points over HTTP: {seconds}")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -17,8 +20,17 @@ from pydantic import ValidationError
 
 from server import cluster
 from server.auth import InsecureListen, check_listen
+from server.follower import PublishedSequence
 from server.logs import configure_logging
 from server.settings import Settings
+from server.workers import (
+    WORKER_FLAG,
+    RunDir,
+    Supervisor,
+    WorkerRole,
+    listening_socket,
+    unix_socket,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (SHOAL_TLS_CERT)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert (SHOAL_TLS_KEY)")
+    serve.add_argument(
+        "--read-workers",
+        type=int,
+        help="processes serving queries beside the writer (SHOAL_READ_WORKERS, default 0)",
+    )
+    serve.add_argument(WORKER_FLAG, dest="worker_of", help=argparse.SUPPRESS)  # the supervisor's
     cluster.add_arguments(commands.add_parser("cluster", help="scale-out: DDL, status, moves"))
     return parser
 
@@ -54,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cluster":
         return cluster.run(args)
     overrides: dict[str, Any] = {
-        name: value for name, value in vars(args).items() if name != "command" and value is not None
+        name: value
+        for name, value in vars(args).items()
+        if name not in ("command", "worker_of") and value is not None
     }
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"shoal: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, with_pid=settings.read_workers > 0)
     log = logging.getLogger("shoal")
     try:
         warning = check_listen(settings)
@@ -71,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if warning is not None:
         log.warning("%s", warning)
     from api.app import create_app
-    from server.http_protocol import CoalescingHttpToolsProtocol
 
+    if args.worker_of is not None:
+        return _serve_worker(settings, WorkerRole.from_json(args.worker_of))
     log.info(
         "serving on %s://%s:%d, data in %s, durability %s, authentication %s, "
-        "event loop %s, HTTP parser %s",
+        "event loop %s, HTTP parser %s, read workers %d",
         "https" if settings.tls_cert else "http",
         settings.host,
         settings.port,
@@ -84,9 +105,47 @@ def main(argv: list[str] | None = None) -> int:
         "on" if settings.admin_key else "off",
         settings.event_loop,
         settings.http_parser,
+        settings.read_workers,
     )
-    config = uvicorn.Config(
-        create_app(settings),
+    if not settings.read_workers:
+        _Server(_uvicorn_config(create_app(settings), settings)).run()
+        return 0
+    if not settings.lean_lane:
+        log.error("read workers serve queries through the lean lane: set lean_lane on")
+        return 2
+    run = RunDir.create()
+    try:
+        PublishedSequence(run.sequence, create=True).close()
+        tcp = listening_socket(settings.host, settings.port)
+        role = WorkerRole(run, tcp.getsockname()[1], os.getpid())
+        app = create_app(settings, run=run)
+        server = _Server(_uvicorn_config(app, settings))
+        supervisor = Supervisor(settings.read_workers, sys.argv[1:] if argv is None else argv, role)
+        server.on_exit = supervisor.stop
+        supervisor.start(ready=lambda: app.state.database.ready)
+        server.run(sockets=[tcp, unix_socket(run.writer_socket)])
+        supervisor.stop()
+    finally:
+        run.remove()
+    return 0
+
+
+def _serve_worker(settings: Settings, worker: WorkerRole) -> int:
+    """A read worker (server/workers.py): its writer's flags, its writer's port."""
+    from api.app import create_app
+
+    app = create_app(settings, worker=worker)
+    sock = listening_socket(settings.host, worker.port)
+    logging.getLogger("shoal").info("read worker %d starting", os.getpid())
+    _Server(_uvicorn_config(app, settings)).run(sockets=[sock])
+    return 0
+
+
+def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    from server.http_protocol import CoalescingHttpToolsProtocol
+
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -99,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         ssl_certfile=settings.tls_cert,
         ssl_keyfile=settings.tls_key,
     )
-    _Server(config).run()
-    return 0
 
 
 class _Server(uvicorn.Server):
@@ -110,9 +167,15 @@ class _Server(uvicorn.Server):
     it (status -15) even though the store was closed cleanly; supervisors read that as a crash.
     """
 
+    on_exit: Callable[[], None] | None = None  # the writer: stop its read workers too
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+        if self.on_exit is not None:
+            # Alongside this process's own drain, not after it: a worker still forwarding
+            # writes to a writer that has closed its socket would answer 503.
+            threading.Thread(target=self.on_exit, name="stop-workers", daemon=True).start()
 
 
 if __name__ == "__main__":

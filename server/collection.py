@@ -34,7 +34,7 @@ from index.filters import MATCH_ALL, evaluate
 from index.points import PointTable
 from index.tenants import TenantIndex, bitmap_labels
 from server import search, validation
-from server.changes import Change, collection_changed, points_changed
+from server.changes import collection_changed, points_changed
 from server.curator_host import CuratorHost
 from server.errors import Conflict, Invalid, NotFound, NotReady, TooLarge, Unavailable
 from server.graph_host import GraphHost
@@ -52,6 +52,7 @@ from server.model import (
     UpsertResult,
 )
 from server.quotas import NO_QUOTAS, NoQuotas
+from server.replay import FollowerReplay
 from server.rwlock import RWLock
 from server.schema import index_new_fields
 from storage import keys
@@ -63,7 +64,7 @@ _LOAD_CHUNK = 4096
 log = logging.getLogger("shoal.collection")
 
 
-class Collection:
+class Collection(FollowerReplay):
     admission: NoQuotas = NO_QUOTAS  # points quotas; the Database sets the real one
 
     def __init__(
@@ -522,85 +523,6 @@ class Collection:
             )
         self._acknowledge(ticket, "delete_tenant")
         return len(owned)
-
-    # -- following the writer (read workers) ----------------------------------------------
-
-    def follow_points(self, change: Change) -> None:
-        """Bring memory in step with the store for the labels and tenants `change` names.
-
-        The store may already be ahead of `change` (a follower replays a run of records after
-        one catch-up), so a label is re-read, not patched: forgotten, then added back as
-        stored. A point owned by, or granted to, a tenant not registered yet is left out: the
-        later record of the run that registers that tenant names the label too."""
-        cid = self.config.cid
-        stored = []
-        for label in change.labels:
-            raw = self._store.get(keys.CF_POINTS, keys.point_key(cid, label))
-            grants = [
-                keys.decode_grant_key(key)[2]
-                for key, _ in self._store.scan(keys.CF_GRANTS, keys.point_key(cid, label))
-            ]
-            stored.append((label, None if raw is None else decode_point(raw), grants))
-        with self._writing(), self._rw.write():
-            for number, name in change.tenants_added.items():
-                if number not in self.tenants.name_of and name not in self.tenants.number_of:
-                    self.tenants.register(name, number)
-            for label, _, _ in stored:
-                if self.arena.is_live(label):
-                    owner = self.points.owner(label)
-                    self._forget_point(owner, self.points.point_id(label), label)
-            known = self.tenants.name_of
-            present = [
-                (label, record, [g for g in grants if g in known])
-                for label, record, grants in stored
-                if record is not None and record.owner in known
-            ]
-            if present:
-                labels = [label for label, _, _ in present]
-                matrix = np.stack([record.vector for _, record, _ in present])
-                self.arena.put(np.asarray(labels, dtype=np.int64), matrix)
-                for label, record, grants in present:
-                    self.points.set(label, record.owner, record.point_id, record.attributes_json)
-                    if self.attributes.types:
-                        self.attributes.set(label, orjson.loads(record.attributes_json))
-                    self.tenants.add_point(record.owner, record.point_id, label)
-                    for grantee in grants:
-                        self.tenants.grant(label, grantee)
-                readers = [self._readers(label) for label in labels]
-                self.curator.add(labels, readers)
-                self.graphs.vectors_changed(labels, readers)
-            for number in change.tenants_removed:
-                if number in self.tenants.name_of and not self.tenants.owned[number]:
-                    for label in list(self.tenants.granted_to(number)):
-                        self.tenants.revoke(label, number)
-                        self.curator.revoke(label, number)
-                    self.graphs.tenant_deleted(number)
-                    self.tenants.unregister(number)
-        self.graphs.poke()
-
-    def follow_schema(self) -> None:
-        """The stored config declares more fields: index them as the writer did."""
-        raw = self._store.get(keys.CF_META, keys.collection_key(self.name))
-        if raw is None:
-            return  # dropped since: its `drop` record follows
-        config = CollectionConfig.from_json(raw)
-        if config.cid != self.config.cid:
-            return
-        added = {n: t for n, t in config.schema.items() if n not in self.config.schema}
-        with self._writing(), self._rw.write():
-            self.config = config
-            for name, field_type in added.items():
-                self.attributes.add_field(name, field_type)
-            self.indexing |= set(added)
-            labels = bitmap_labels(self.tenants.all_labels)
-        if added:
-            worker = threading.Thread(
-                target=index_new_fields,
-                args=(self, added, labels),
-                name="schema-index",
-                daemon=True,
-            )
-            worker.start()
 
     # -- reads --------------------------------------------------------------------------
 

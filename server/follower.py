@@ -25,9 +25,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.changes import Change
-from server.database import Database
+
+if TYPE_CHECKING:
+    from server.database import Database
 
 log = logging.getLogger("shoal.follower")
 

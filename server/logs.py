@@ -3,13 +3,16 @@
 `configure_logging(level)` gives the root logger a single JSON handler on stderr; uvicorn's
 loggers propagate to it (the CLI passes uvicorn `log_config=None`). A line holds `ts` (UTC,
 ISO 8601), `level`, `logger`, `message`, `request_id` when logged while serving a request, any
-`extra={...}` fields, and `exception` with the traceback. The HTTP middleware sets `REQUEST_ID`;
-worker threads serving the request inherit it (Starlette copies the context into them).
+`extra={...}` fields, `exception` with the traceback, and `pid` in a server with read
+workers. The HTTP middleware sets `REQUEST_ID`; worker threads serving the request inherit it
+(Starlette copies the context into them).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sys
 import threading
 import time
@@ -20,6 +23,7 @@ from typing import IO, Any
 import orjson
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+_PID: list[int] = []  # set by `configure_logging(with_pid=True)`: lines carry the process id
 
 # LogRecord's own attributes; anything else on a record came from `extra`. uvicorn adds
 # `color_message` (the message with ANSI colours), which has no place in JSON.
@@ -57,6 +61,8 @@ def _entry(created: float, level: str, logger: str, message: str) -> dict[str, A
     request_id = REQUEST_ID.get()
     if request_id is not None:
         entry["request_id"] = request_id
+    if _PID:
+        entry["pid"] = _PID[0]
     return entry
 
 
@@ -107,9 +113,46 @@ def _sole_json_handler(logger: logging.Logger) -> _BufferedStderrHandler | None:
     return handler
 
 
+class _LineBuffer:
+    """The stream a `_BufferedStderrHandler` writes to: text kept in memory until `flush`,
+    which writes it to stderr's descriptor in pieces of whole lines of at most `PIPE_BUF`
+    bytes. A write of that size to a pipe (or any write to a file opened for appending) is
+    not interleaved with other processes' writes, so the lines of a server's processes (read
+    workers share the writer's stderr) never cut into each other."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        data = "".join(self._parts).encode("utf-8", "backslashreplace")
+        self._parts.clear()
+        start = 0
+        while start < len(data):
+            end = len(data)
+            if end - start > select.PIPE_BUF:
+                cut = data.rfind(b"\n", start, start + select.PIPE_BUF)
+                # A line longer than PIPE_BUF goes whole, alone: nothing shorter is possible.
+                end = cut + 1 if cut >= start else (data.find(b"\n", start) + 1 or end)
+            start += _write_all(self._fd, memoryview(data)[start:end])
+
+
+def _write_all(fd: int, data: memoryview) -> int:
+    written = 0
+    while written < len(data):
+        written += os.write(fd, data[written:])
+    return written
+
+
 class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """JSON lines on a buffered stream over stderr's file descriptor, flushed every 0.1 s
-    by a daemon thread and at once for warnings and worse.
+    """JSON lines buffered in memory and written to stderr every 0.1 s by a daemon thread,
+    and at once for warnings and worse.
 
     Python's own stderr is line-buffered: one `write` system call per access-log line, which
     cost the event loop about 55 us a request under load (bench/serving_quick.py, log level
@@ -118,16 +161,7 @@ class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     FLUSH_EVERY_S = 0.1
 
     def __init__(self) -> None:
-        # Lives as long as the handler; `close` flushes it (fd 2 itself stays open).
-        stream = open(  # noqa: SIM115
-            sys.stderr.fileno(),
-            "w",
-            buffering=1 << 16,
-            encoding="utf-8",
-            errors="backslashreplace",  # as sys.stderr: a bad character never fails a line
-            closefd=False,
-        )
-        super().__init__(stream)
+        super().__init__(_LineBuffer(sys.stderr.fileno()))  # type: ignore[arg-type]
         self._dirty = False
         self._stop = threading.Event()  # not `_closed`: logging.Handler's own flag
         threading.Thread(target=self._flusher, name="log-flush", daemon=True).start()
@@ -179,9 +213,11 @@ class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
 
-def configure_logging(level: str, stream: IO[str] | None = None) -> None:
+def configure_logging(level: str, stream: IO[str] | None = None, with_pid: bool = False) -> None:
     """JSON lines at `level` and above on `stream` (default: stderr, buffered) for every
-    logger, uvicorn's too."""
+    logger, uvicorn's too; `with_pid`: each line says which process wrote it (`pid`), for a
+    server with read workers."""
+    _PID[:] = [os.getpid()] if with_pid else []
     handler = logging.StreamHandler(stream) if stream is not None else _BufferedStderrHandler()
     # Fields the JSON lines do not carry: not computed for every record (the caller's frame
     # walk alone is a few microseconds of each access-log line).

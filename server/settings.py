@@ -59,6 +59,14 @@ class Settings(BaseSettings):
         "same checks, validation and answers, without FastAPI's per-request machinery); off: "
         "through FastAPI, for diagnosis.",
     )
+    read_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes that serve queries beside the writer, on the same port, each "
+        "with its own copy of the indexes kept in step with every write (docs/operations.md, "
+        "Read workers). 0: the one process serves everything.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )

@@ -1,7 +1,9 @@
 """The server's buffered JSON log (server/logs.py `_BufferedStderrHandler`) still gets written.
 
-`shoal serve` writes its log lines, the access log included, into a 64 KiB buffer over file
-descriptor 2 instead of Python's line-buffered stderr, so most lines no longer leave the
+`shoal serve` writes its log lines, the access log included, into a buffer in memory
+instead of Python's line-buffered stderr, written to file descriptor 2 in pieces of whole
+lines of at most PIPE_BUF bytes (so processes sharing stderr never cut into each other's
+lines), so most lines no longer leave the
 process when they are logged: a daemon thread flushes every 0.1 s, warnings and worse are
 flushed at once, and `close` (called by logging's shutdown) flushes the rest. A buffer that is
 never flushed is silent data loss that no functional test notices; so here a real server's
@@ -308,3 +310,44 @@ def test_any_other_logging_set_up_gets_the_record(stderr_file: Path) -> None:
 
 def _ts(record: dict[str, Any]) -> float:
     return datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
+
+
+def test_a_flush_writes_whole_lines_in_pieces_no_longer_than_pipe_buf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import select
+
+    from server.logs import _LineBuffer
+
+    written: list[bytes] = []
+    requested: list[int] = []  # the size of each piece flush asked to write
+    remaining = 0
+
+    def write(fd: int, data: memoryview) -> int:
+        nonlocal remaining
+        if remaining == 0:
+            requested.append(len(data))
+            remaining = len(data)
+        taken = bytes(data[:1000])  # short writes too: the rest of the piece must follow
+        written.append(taken)
+        remaining -= len(taken)
+        return len(taken)
+
+    monkeypatch.setattr(os, "write", write)
+    buffer = _LineBuffer(2)
+    lines = [("x" * (i * 37 % 700)) + f" line {i}\n" for i in range(300)]
+    lines.insert(150, "L" * (3 * select.PIPE_BUF) + "\n")  # longer than one piece: alone
+    for line in lines:
+        buffer.write(line)
+    buffer.flush()
+    data = b"".join(written)
+    assert data == "".join(lines).encode()
+    assert len(requested) > 5
+    offset = 0
+    for size in requested:
+        piece = data[offset : offset + size]
+        offset += size
+        assert piece.endswith(b"\n")
+        assert size <= select.PIPE_BUF or piece.count(b"\n") == 1, size
+    buffer.flush()  # nothing pending: nothing written
+    assert b"".join(written) == data
