@@ -23,14 +23,14 @@ from threadpoolctl import threadpool_limits
 
 from api.auth import Authentication, authorize_request
 from api.errors import install_error_handlers
-from api.forward import LOCAL_PATHS, ToWriter
+from api.forward import LOCAL_PATHS, ToWriter, client_from_worker
 from api.lean import LeanLane
 from api.middleware import BodyLimit, EncodedSlashes
 from api.models.common import ErrorResponse
 from api.observability import Observability
 from api.routes import collections, health, keys, metrics, points, queries, tenants, transfer
 from server.database import Database
-from server.follower import Follower, FollowerLost, PublishedSequence
+from server.follower import Follower, FollowerLost, SharedSequences
 from server.metrics import Metrics
 from server.settings import Settings
 from server.workers import RunDir, WorkerRole, exit_with_writer
@@ -59,13 +59,16 @@ class ShoalApp(FastAPI):
 
     lean: LeanLane | None = None
     to_writer: ToWriter | None = None  # a read worker's (api/forward.py)
+    has_workers = False  # the writer of a server with read workers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         lean, to_writer = self.lean, self.to_writer
+        if self.has_workers and scope["type"] == "http":
+            client_from_worker(scope)
         if lean is not None and lean.takes(scope):
             if to_writer is not None:
                 collection = lean.query_collection(scope)
-                if collection is None or not to_writer.serves(scope, collection):
+                if collection is None or not await to_writer.serves(scope, collection):
                     await to_writer.forward(scope, receive, send)
                     return
             await lean.stack(scope, receive, send)
@@ -85,16 +88,18 @@ def create_app(
     # This app's own registry, passed down: no global state (files shared with the other
     # processes of the server when it has read workers).
     observer = Metrics(run.metrics if run is not None else None)
-    published = PublishedSequence(run.sequence) if run is not None else None
+    shared = SharedSequences(run.sequence, settings.read_workers) if run is not None else None
     follower: Follower | None = None
-    if worker is None:
-        on_change = published.publish if published is not None else None
-        database = Database(settings, observer, on_change=on_change)
+    if shared is None:
+        database = Database(settings, observer)
+    elif worker is None:
+        database = Database(
+            settings, observer, on_change=shared.publish, trim_floor=shared.trim_floor
+        )
     else:
-        assert published is not None
         follower_dir = worker.run.follower(os.getpid())
         database = Database(settings, observer, follower_dir=follower_dir)
-        follower = Follower(database, published)
+        follower = Follower(database, shared, worker.slot)
     # Batch queries of the lean lane run here; FastAPI's own worker threads (anyio) serve
     # upserts and the other blocking routes. `query_threads` sizes each.
     query_pool = ThreadPoolExecutor(settings.query_threads, "query")
@@ -110,6 +115,7 @@ def create_app(
             # A worker listens only once it can answer: the kernel hands a listening process
             # connections, ready or not, and the writer serves meanwhile.
             await anyio.to_thread.run_sync(database.open)
+            follower.opened()
             follower.start(on_lost=_stop_worker)
             exit_with_writer(worker.writer_pid, lambda: _stop_worker(None))
             try:
@@ -130,8 +136,8 @@ def create_app(
             query_pool.shutdown(wait=True)  # no batch still reading the store
             database.close()
             blas_limit.restore_original_limits()
-            if published is not None:
-                published.close()
+            if shared is not None:
+                shared.close()
             log.info("store closed")
 
     app = ShoalApp(
@@ -176,7 +182,9 @@ def create_app(
     if follower is not None:
         assert run is not None
         tls = settings.tls_cert is not None
-        app.to_writer = ToWriter(follower, database.quotas, run.writer_socket, tls)
+        max_bytes = settings.max_request_bytes
+        app.to_writer = ToWriter(follower, database.quotas, run.writer_socket, max_bytes, tls)
+    app.has_workers = run is not None and worker is None
     return app
 
 

@@ -2,7 +2,9 @@
 kept between runs, tenant top-10 queries by wrk at 1 and 4 connections, medians of 3.
 
     python -m bench.serving_quick --data-dir /tmp/shoal-quick [--env SHOAL_HTTP_PARSER=h11]
+    python -m bench.serving_quick --workload tenant+section --config b64   # other requests
     python -m bench.serving_quick --ab SHOAL_LEAN_LANE=false   # two servers, interleaved
+    python -m bench.serving_quick --ab SHOAL_READ_WORKERS=1    # without and with a worker
     python -m bench.serving_quick --b-code /tmp/shoal-base     # B runs another checkout
     python -m bench.serving_quick --split                      # one process or two, 4 clients
 
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--ab", action="append", default=[], help="NAME=VALUE for server B")
     parser.add_argument("--b-code", type=Path, help="server B runs the checkout in this dir")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workload", default="tenant", choices=debian_queries.WORKLOADS)
+    parser.add_argument("--config", default="default", help="bench.shoal_side.CONFIGS")
     parser.add_argument("--profile", action="store_true", help="then py-spy server A, 4 clients")
     parser.add_argument(
         "--split", action="store_true", help="4 clients on one server, or 2 + 2 on two"
@@ -73,8 +77,8 @@ def main() -> None:
             servers["B"] = ServerProcess(copy, env=env, cwd=args.b_code).start(120)
             for server in servers.values():
                 _wait_settled(server.url)
-        queries = debian_queries.build(data, parts, "tenant")
-        requests = shoal_side.requests(data, queries, "default", 10)
+        queries = debian_queries.build(data, parts, args.workload)
+        requests = shoal_side.requests(data, queries, args.config, 10)
         if args.split:
             _split(servers, requests, args.seconds, args.runs)
             return

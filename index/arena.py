@@ -18,7 +18,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from index.kernels import METRIC_CODES, NO_MASK, finish_distances, scan_shortlist
+from index.kernels import METRIC_CODES, finish_distances, scan_exact
 
 _SCANNED_QUERIES = 4  # up to this many queries are scanned one by one; more share a GEMM
 
@@ -93,13 +93,16 @@ class VectorArena:
         self.count += int(np.count_nonzero(~self._live[labels]))
         self._live[labels] = True
 
-    def remove(self, labels: np.ndarray) -> None:
+    def remove(self, labels: np.ndarray, recycle: bool = True) -> None:
+        """`recycle=False`: the labels are not offered to `allocate` again (a copy that never
+        allocates, whose labels come from elsewhere, would only grow its free list)."""
         labels = np.asarray(labels, dtype=np.int64)
         labels = labels[self._live[labels]]
         self._live[labels] = False
         self.count -= len(labels)
-        for label in labels.tolist():
-            heapq.heappush(self._free, label)
+        if recycle:
+            for label in labels.tolist():
+                heapq.heappush(self._free, label)
 
     def restore_free_list(self) -> None:
         """After recovery wrote rows with `put`: every non-live label below high_water is free."""
@@ -150,12 +153,11 @@ class VectorArena:
         if len(labels) == 0 or k < 1:
             empty = TopK(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty] * len(queries)
-        # The kernel reads rows unchecked, without the GIL: a label past the rows would read
-        # (or fault on) memory that is not the arena's; numpy would wrap a negative one.
-        if int(labels.min()) < 0 or int(labels.max()) >= self.high_water:
-            raise IndexError(f"labels outside 0..{self.high_water - 1}")
         if len(queries) <= _SCANNED_QUERIES:
             return [self._scan(np.ascontiguousarray(query), labels, k) for query in queries]
+        # numpy would wrap a negative label, and read a row past the live ones unasked.
+        if int(labels.min()) < 0 or int(labels.max()) >= self.high_water:
+            raise IndexError(f"labels outside 0..{self.high_water - 1}")
         distances = self.distances(queries, labels)
         return [self.top_k(labels, row, k) for row in distances]
 
@@ -163,19 +165,23 @@ class VectorArena:
         capacity = min(k, len(labels))
         heap_distances = np.empty(capacity, dtype=np.float32)
         heap_labels = np.empty(capacity, dtype=np.int64)
-        size, _, _ = scan_shortlist(
+        size = scan_exact(
             self._rows,
             self._norms_sq,
             labels,
-            NO_MASK,
             query,
             float(np.dot(query, query)),
             METRIC_CODES[self.metric],
             heap_distances,
             heap_labels,
-            0,
+            self.high_water,
         )
-        return heap_top_k(heap_distances, heap_labels, size, k, self.metric)
+        if size < 0:  # the kernel refused a label past the rows (it reads them unchecked)
+            raise IndexError(f"labels outside 0..{self.high_water - 1}")
+        distances = heap_distances[:size]
+        if self.metric is Metric.L2:
+            distances = finish_distances(distances, self.metric)
+        return TopK(heap_labels[:size], distances)
 
     def distances(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(m, n) distances from each of `queries` (m, dim) to the rows of `labels` (n,)."""

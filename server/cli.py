@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from server import cluster
 from server.auth import InsecureListen, check_listen
-from server.follower import PublishedSequence
+from server.follower import SharedSequences
 from server.logs import configure_logging
 from server.settings import Settings
 from server.workers import (
@@ -113,19 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.lean_lane:
         log.error("read workers serve queries through the lean lane: set lean_lane on")
         return 2
-    run = RunDir.create()
     try:
-        PublishedSequence(run.sequence, create=True).close()
-        tcp = listening_socket(settings.host, settings.port)
+        tcp = listening_socket(settings.host, settings.port, probe=True)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        return 1
+    run = RunDir.create()
+    shared = SharedSequences(run.sequence, settings.read_workers, create=True)
+    try:
         role = WorkerRole(run, tcp.getsockname()[1], os.getpid())
         app = create_app(settings, run=run)
         server = _Server(_uvicorn_config(app, settings))
-        supervisor = Supervisor(settings.read_workers, sys.argv[1:] if argv is None else argv, role)
+        workers_argv = sys.argv[1:] if argv is None else argv
+        supervisor = Supervisor(settings.read_workers, workers_argv, role, shared)
         server.on_exit = supervisor.stop
         supervisor.start(ready=lambda: app.state.database.ready)
-        server.run(sockets=[tcp, unix_socket(run.writer_socket)])
-        supervisor.stop()
+        try:
+            server.run(sockets=[tcp, unix_socket(run.writer_socket)])
+        finally:
+            supervisor.stop()
     finally:
+        shared.close()
         run.remove()
     return 0
 

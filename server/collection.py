@@ -200,7 +200,7 @@ class Collection(FollowerReplay):
     ) -> int:
         """Append `batch` (plus its oplog record, when it changed vectors or readers, and its
         change record) then apply it to memory; caller holds the write mutex."""
-        if batch.change is None:
+        if batch.change is None and self._store.records_changes:
             labels = [*(vector_labels or ()), *(reader_labels or ()), *(attribute_labels or ())]
             batch.change = points_changed(self.name, labels, new_tenants, removed_tenants or ())
         seq = self.applied_seq
@@ -451,7 +451,7 @@ class Collection(FollowerReplay):
         self.attributes.remove(label)
         self.tenants.remove_point(owner, point_id, label)
         self.points.clear(label)
-        self.arena.remove(np.asarray([label]))
+        self.arena.remove(np.asarray([label]), recycle=not self.follower)
 
     def grant(self, tenant: str, point_id: str, grantee: str) -> PointView:
         validation.identifier(grantee, "tenant", "a tenant name")

@@ -42,12 +42,16 @@ class Database:
         *,
         follower_dir: Path | None = None,
         on_change: Callable[[int], None] | None = None,
+        trim_floor: Callable[[], int] | None = None,
     ):
         """`follower_dir`: a read worker's Database, a follower of the writer's store (see
-        `server.follower`); `on_change(seq)`: the writer publishes each change it records."""
+        `server.follower`). `on_change(seq)`: the writer of a server with read workers records
+        the change feed and publishes each record's number (and, at open, the newest);
+        `trim_floor()`: the newest record every worker has applied."""
         self.settings = settings
         self.follower_dir = follower_dir
         self._on_change = on_change
+        self._trim_floor = trim_floor
         self.change_seq = 0  # a follower: the last change record its memory holds
         self.observer = observer or Observer()  # metrics: queries, writes, WAL syncs
         self.limits = Limits(
@@ -78,9 +82,12 @@ class Database:
                 self.observer.synced,
                 follower_dir=follower_dir,
                 on_change=self._on_change,
+                trim_floor=self._trim_floor,
             )
             self._store = store
             self.change_seq = store.change_seq
+            if self._on_change is not None:
+                self._on_change(store.change_seq)
             for _, value in store.scan(keys.CF_META, keys.COLLECTION_PREFIX):
                 config = CollectionConfig.from_json(value)
                 collection = self._collection(config, store)

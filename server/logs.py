@@ -23,6 +23,7 @@ from typing import IO, Any
 import orjson
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+_ALONE_PIECE_BYTES = 1 << 16  # the stderr buffer's write size when no other process shares it
 _PID: list[int] = []  # set by `configure_logging(with_pid=True)`: lines carry the process id
 
 # LogRecord's own attributes; anything else on a record came from `extra`. uvicorn adds
@@ -115,13 +116,15 @@ def _sole_json_handler(logger: logging.Logger) -> _BufferedStderrHandler | None:
 
 class _LineBuffer:
     """The stream a `_BufferedStderrHandler` writes to: text kept in memory until `flush`,
-    which writes it to stderr's descriptor in pieces of whole lines of at most `PIPE_BUF`
-    bytes. A write of that size to a pipe (or any write to a file opened for appending) is
-    not interleaved with other processes' writes, so the lines of a server's processes (read
-    workers share the writer's stderr) never cut into each other."""
+    which writes it to stderr's descriptor in pieces of whole lines of at most `piece_bytes`.
+    With `PIPE_BUF` (a server with read workers, whose processes share stderr), a write to a
+    pipe or to a file opened for appending is not interleaved with other processes' writes,
+    so their lines never cut into each other there (a terminal or a stream socket, such as
+    journald's, makes no such promise)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, piece_bytes: int = select.PIPE_BUF) -> None:
         self._fd = fd
+        self._piece = piece_bytes
         self._parts: list[str] = []
 
     def write(self, text: str) -> int:
@@ -136,8 +139,8 @@ class _LineBuffer:
         start = 0
         while start < len(data):
             end = len(data)
-            if end - start > select.PIPE_BUF:
-                cut = data.rfind(b"\n", start, start + select.PIPE_BUF)
+            if end - start > self._piece:
+                cut = data.rfind(b"\n", start, start + self._piece)
                 # A line longer than PIPE_BUF goes whole, alone: nothing shorter is possible.
                 end = cut + 1 if cut >= start else (data.find(b"\n", start) + 1 or end)
             start += _write_all(self._fd, memoryview(data)[start:end])
@@ -160,8 +163,11 @@ class _BufferedStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     FLUSH_EVERY_S = 0.1
 
-    def __init__(self) -> None:
-        super().__init__(_LineBuffer(sys.stderr.fileno()))  # type: ignore[arg-type]
+    def __init__(self, shared: bool = False) -> None:
+        """`shared`: other processes write to the same stderr (read workers): lines leave in
+        pieces no other process's write can cut into."""
+        piece = select.PIPE_BUF if shared else _ALONE_PIECE_BYTES
+        super().__init__(_LineBuffer(sys.stderr.fileno(), piece))  # type: ignore[arg-type]
         self._dirty = False
         self._stop = threading.Event()  # not `_closed`: logging.Handler's own flag
         threading.Thread(target=self._flusher, name="log-flush", daemon=True).start()
@@ -218,7 +224,10 @@ def configure_logging(level: str, stream: IO[str] | None = None, with_pid: bool 
     logger, uvicorn's too; `with_pid`: each line says which process wrote it (`pid`), for a
     server with read workers."""
     _PID[:] = [os.getpid()] if with_pid else []
-    handler = logging.StreamHandler(stream) if stream is not None else _BufferedStderrHandler()
+    if stream is not None:
+        handler: logging.Handler = logging.StreamHandler(stream)
+    else:
+        handler = _BufferedStderrHandler(shared=with_pid)
     # Fields the JSON lines do not carry: not computed for every record (the caller's frame
     # walk alone is a few microseconds of each access-log line).
     logging._srcfile = None  # type: ignore[attr-defined]

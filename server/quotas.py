@@ -94,23 +94,29 @@ class QuotaBook:
         self._tenants: dict[tuple[str, str], Quotas] = {}
         self._limiter = RateLimiter(clock)
         self._lock = threading.Lock()  # serializes setters; readers see whole values
-        self._queries_limited: dict[str, bool] = {}  # `limits_queries`, until an override changes
+        self._queries_limited: frozenset[str] = frozenset()  # collections with a query rate
 
     # -- persistence ------------------------------------------------------------------
 
     def load(self, collections: Iterable[Collection]) -> None:
         """Read the stored overrides; again, on a read worker, after the writer changed one."""
         for collection in collections:
-            self._drop_overrides(collection.name)
             cid = collection.config.cid
+            own: Quotas | None = None
+            tenants: dict[tuple[str, str], Quotas] = {}
             for key, value in collection.store.scan(keys.CF_META, keys.quota_key(cid)):
                 _, tenant = keys.decode_quota_key(key)
                 quotas = Quotas(**orjson.loads(value))
                 if tenant is None:
-                    self._collections[collection.name] = quotas
+                    own = quotas
                 else:
-                    self._tenants[(collection.name, tenant)] = quotas
-        self._queries_limited.clear()
+                    tenants[(collection.name, tenant)] = quotas
+            with self._lock:
+                self._drop_overrides_locked(collection.name)
+                if own is not None:
+                    self._collections[collection.name] = own
+                self._tenants.update(tenants)
+                self._note_query_limits()
 
     def set_collection(self, collection: Collection, patch: Mapping[str, Any]) -> Quotas:
         """Patch the collection's quotas; returns them."""
@@ -118,7 +124,7 @@ class QuotaBook:
             quotas = self._collections.get(collection.name, Quotas()).patched(patch)
             self._persist(collection, None, quotas)
             self._collections[collection.name] = quotas
-            self._queries_limited.clear()
+            self._note_query_limits()
         audit.note(quotas=dict(patch))
         return quotas
 
@@ -130,7 +136,7 @@ class QuotaBook:
             quotas = self._tenants.get(key, Quotas()).patched(patch)
             self._persist(collection, tenant, quotas)
             self._tenants[key] = quotas
-            self._queries_limited.clear()
+            self._note_query_limits()
         audit.note(quotas=dict(patch))
         return quotas.over(self.defaults)
 
@@ -153,10 +159,13 @@ class QuotaBook:
 
     def _drop_overrides(self, collection: str) -> None:
         with self._lock:
-            self._collections.pop(collection, None)
-            for key in [k for k in self._tenants if k[0] == collection]:
-                del self._tenants[key]
-            self._queries_limited.clear()
+            self._drop_overrides_locked(collection)
+            self._note_query_limits()
+
+    def _drop_overrides_locked(self, collection: str) -> None:
+        self._collections.pop(collection, None)
+        for key in [k for k in self._tenants if k[0] == collection]:
+            del self._tenants[key]
 
     # -- what is in force -------------------------------------------------------------
 
@@ -164,16 +173,14 @@ class QuotaBook:
         """Whether any query rate applies in the collection (its own, a tenant's, a default).
         Read workers send such a collection's queries to the writer, which alone holds the
         buckets: a bucket per process would multiply the rate by the process count."""
-        limited = self._queries_limited.get(collection)
-        if limited is None:
-            overrides = list(self._tenants.items())
-            limited = (
-                self.defaults.query_rate is not None
-                or self.collection_quotas(collection).query_rate is not None
-                or any(c == collection and q.query_rate is not None for (c, _), q in overrides)
-            )
-            self._queries_limited[collection] = limited
-        return limited
+        return self.defaults.query_rate is not None or collection in self._queries_limited
+
+    def _note_query_limits(self) -> None:
+        """Recompute `limits_queries`'s set, then swap it in whole (a reader on another
+        thread sees the old set or the new one). Caller holds the lock."""
+        limited = {c for c, q in self._collections.items() if q.query_rate is not None}
+        limited |= {c for (c, _), q in self._tenants.items() if q.query_rate is not None}
+        self._queries_limited = frozenset(limited)
 
     def collection_quotas(self, collection: str) -> Quotas:
         return self._collections.get(collection, Quotas())

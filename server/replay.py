@@ -31,7 +31,8 @@ class FollowerReplay:
         The store may already be ahead of `change` (a follower replays a run of records after
         one catch-up), so a label is re-read, not patched: forgotten, then added back as
         stored. A point owned by, or granted to, a tenant not registered yet is left out: the
-        later record of the run that registers that tenant names the label too."""
+        later record of the run that registers that tenant names the label too; a point
+        already held under another label is moved."""
         cid = self.config.cid
         stored = []
         for label in change.labels:
@@ -55,6 +56,13 @@ class FollowerReplay:
                 for label, record, grants in stored
                 if record is not None and record.owner in known
             ]
+            for label, record, _ in present:
+                # The store is ahead: the point may already live here under the label it
+                # left, whose own record comes later in the run (delete, then re-upsert into
+                # a freed label). One point, one label: the stale one goes now.
+                stale = self.tenants.ids[record.owner].get(record.point_id)
+                if stale is not None and stale != label and self.arena.is_live(stale):
+                    self._forget_point(record.owner, record.point_id, stale)
             if present:
                 labels = [label for label, _, _ in present]
                 matrix = np.stack([record.vector for _, record, _ in present])

@@ -21,6 +21,7 @@ shuts itself down.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -33,9 +34,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from server.follower import SharedSequences
 from server.metrics import process_exited
 
 log = logging.getLogger("shoal.workers")
@@ -44,6 +46,7 @@ WORKER_FLAG = "--read-worker-of"  # a hidden `serve` flag: JSON, the run directo
 _RESTART_PAUSE_S = (0.5, 30.0)  # first pause, longest pause
 _HEALTHY_AFTER_S = 60.0  # a worker up this long resets the pause
 _STOP_GRACE_S = 30.0
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -77,25 +80,35 @@ class RunDir:
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """What a worker process is told by its writer (`WORKER_FLAG`)."""
+    """What a worker process is told by its writer (`WORKER_FLAG`); `slot`: its number, 0 to
+    `read_workers - 1` (its position in `SharedSequences`)."""
 
     run: RunDir
     port: int
     writer_pid: int
+    slot: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({"run": str(self.run.path), "port": self.port, "writer": self.writer_pid})
+        values = {"run": str(self.run.path), "port": self.port, "writer": self.writer_pid}
+        return json.dumps(values | {"slot": self.slot})
 
     @classmethod
     def from_json(cls, raw: str) -> WorkerRole:
         values = json.loads(raw)
-        return cls(RunDir(Path(values["run"])), int(values["port"]), int(values["writer"]))
+        run = RunDir(Path(values["run"]))
+        return cls(run, int(values["port"]), int(values["writer"]), int(values["slot"]))
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, probe: bool = False) -> socket.socket:
     """A TCP socket bound (not yet listening) that other processes of this user may bind too:
-    the kernel spreads new connections over every process listening on it."""
+    the kernel spreads new connections over every process listening on it. `probe` (the
+    writer): first make sure nothing else has the address, which `SO_REUSEPORT` would
+    otherwise share with another server of the same user (an old one still draining)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if probe and port != 0:
+        with socket.socket(family, socket.SOCK_STREAM) as alone:
+            alone.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            alone.bind((host, port))  # OSError EADDRINUSE: taken, by anyone
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -111,7 +124,14 @@ def unix_socket(path: Path) -> socket.socket:
 
 
 def exit_with_writer(writer_pid: int, stop: Callable[[], None]) -> None:
-    """A worker: call `stop` once the writer process is gone (checked every second)."""
+    """A worker: call `stop` once the writer process is gone. The kernel sends SIGTERM at
+    once when the writer exits (prctl PR_SET_PDEATHSIG, Linux); a thread also checks every
+    second, for the writer that exited before that was set."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.warning("no parent-death signal here; the writer is checked every second")
 
     def watch() -> None:
         while os.getppid() == writer_pid:
@@ -125,12 +145,14 @@ def exit_with_writer(writer_pid: int, stop: Callable[[], None]) -> None:
 class Supervisor:
     """Starts, restarts and stops the read workers of this (writer) process."""
 
-    def __init__(self, count: int, argv: Sequence[str], role: WorkerRole):
+    def __init__(self, count: int, argv: Sequence[str], role: WorkerRole, shared: SharedSequences):
         self.count = count
         self._argv = list(argv)
         self._role = role
+        self._shared = shared
         self._procs: dict[int, subprocess.Popen[bytes]] = {}  # slot -> process
         self._stopping = threading.Event()
+        self._stopped = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.restarts = 0
@@ -147,11 +169,15 @@ class Supervisor:
         )
         self._thread.start()
 
-    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
-        role = [WORKER_FLAG, self._role.to_json()]
+    def _spawn(self, slot: int) -> None:
+        # The feed must keep what the worker will need from the moment it opens the store:
+        # its position starts at the newest record now, which its view will include.
+        self._shared.set_position(slot, self._shared.value)
+        role = [WORKER_FLAG, replace(self._role, slot=slot).to_json()]
         proc = subprocess.Popen([sys.executable, "-m", "server.cli", *self._argv, *role])
+        with self._lock:
+            self._procs[slot] = proc
         log.info("read worker %d started (pid %d)", slot, proc.pid)
-        return proc
 
     def _run(self, ready: Callable[[], bool]) -> None:
         while not ready():
@@ -159,22 +185,30 @@ class Supervisor:
                 return
         started: dict[int, float] = {}
         pause: dict[int, float] = {}
-        with self._lock:
-            for slot in range(self.count):
-                self._procs[slot] = self._spawn(slot)
-                started[slot] = time.monotonic()
-        while not self._stopping.wait(0.2):
+        due: dict[int, float] = {slot: 0.0 for slot in range(self.count)}  # slot -> start at
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            for slot in [s for s, at in due.items() if at <= now]:
+                try:
+                    self._spawn(slot)
+                except OSError:
+                    log.exception("read worker %d could not be started; retrying", slot)
+                    due[slot] = now + _RESTART_PAUSE_S[1]
+                    continue
+                del due[slot]
+                started[slot] = now
             for slot, proc in list(self._procs.items()):
                 code = proc.poll()
-                if code is None or self._stopping.is_set():
+                if code is None or slot in due or self._stopping.is_set():
                     continue
-                process_exited(self._role.run.metrics, proc.pid)
-                shutil.rmtree(self._role.run.follower(proc.pid), ignore_errors=True)
-                up = time.monotonic() - started[slot]
+                self._forget(proc)
+                up = now - started[slot]
                 first, longest = _RESTART_PAUSE_S
                 previous = pause.get(slot, 0.0)
                 healthy = up >= _HEALTHY_AFTER_S or previous == 0.0
                 wait = pause[slot] = first if healthy else min(longest, 2 * previous)
+                due[slot] = now + wait
+                self.restarts += 1
                 log.warning(
                     "read worker %d (pid %d) exited with status %d after %.1f s; "
                     "starting another in %.1f s",
@@ -184,24 +218,32 @@ class Supervisor:
                     up,
                     wait,
                 )
-                if self._stopping.wait(wait):
-                    return
-                with self._lock:
-                    self._procs[slot] = self._spawn(slot)
-                    started[slot] = time.monotonic()
-                    self.restarts += 1
+            self._stopping.wait(0.2)
+
+    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
+        """What an exited worker leaves behind: its metrics stay counted (process_exited
+        keeps the totals), its store directory goes."""
+        try:
+            process_exited(self._role.run.metrics, proc.pid)
+        except OSError:
+            log.exception("metrics files of read worker pid %d", proc.pid)
+        shutil.rmtree(self._role.run.follower(proc.pid), ignore_errors=True)
 
     def stop(self) -> None:
         """SIGTERM every worker (they drain their requests), SIGKILL any still up after the
-        grace period."""
+        grace period. Once: later calls wait for the first to finish."""
+        with self._lock:
+            first = not self._stopped
+            self._stopped = True
         self._stopping.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         with self._lock:
             procs = list(self._procs.values())
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        if first:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + _STOP_GRACE_S
         for proc in procs:
             try:

@@ -10,8 +10,10 @@ gets it recorded in the `changes` column family under the next database-wide seq
 in the same WriteBatch, so the feed's order is RocksDB's append order. Read workers open the
 store as a *follower* (RocksDB's secondary instance: they read the writer's files and WAL, and
 write nothing), `catch_up` to the writer's latest appends, and replay the feed after their own
-position. The writer keeps the newest `CHANGES_KEPT` records; a follower further behind than
-that has lost its place and recovers from scratch.
+position. The feed is written only by a store opened with `record_changes` (a server with
+read workers); its records are trimmed up to `trim_floor()` (the oldest position a follower
+still needs), never keeping more than `CHANGES_MAX`: a follower further behind has lost its
+place and recovers from scratch.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from storage.keys import (
 )
 
 Durability = Literal["fsync", "os"]
-CHANGES_KEPT = 100_000  # feed records a follower may lag behind before it must recover
+CHANGES_MAX = 1_000_000  # feed records kept for a follower that lags, at most
 _TRIM_CHANGES_EVERY = 4096
 
 
@@ -72,10 +74,12 @@ class Store:
         *,
         follower_dir: str | None = None,
         on_change: Callable[[int], None] | None = None,
+        trim_floor: Callable[[], int] | None = None,
     ):
         """`follower_dir`: open as a follower of the writer at `path` (RocksDB keeps the
-        follower's own info log there); `on_change(seq)` is called after each append that
-        recorded a change, with the write lock held (so calls come in feed order)."""
+        follower's own info log there). `on_change(seq)`: record the change feed, and call it
+        after each append that recorded a change, with the write lock held (so calls come in
+        feed order); `trim_floor()`: the newest record every follower has applied."""
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.create_missing_column_families(True)
@@ -88,6 +92,9 @@ class Store:
             # Files the writer deletes after a compaction stay readable through descriptors
             # already open; with a bounded table cache a follower could hit a deleted file.
             options.set_max_open_files(-1)
+            # Every catch-up logs a line (rocksdict sets no log level): bound the log files.
+            options.set_max_log_file_size(1 << 20)
+            options.set_keep_log_file_num(2)
             access = AccessType.secondary(follower_dir)
             self._db = Rdict(path, options, column_families=cf_options, access_type=access)
         else:
@@ -101,6 +108,14 @@ class Store:
         self._closed = False
         self.change_seq = self.last_change()
         self._on_change = on_change
+        self._trim_floor = trim_floor
+        self.records_changes = on_change is not None
+        if not self.records_changes and not self.follower and self.change_seq:
+            # Records of a run with read workers: nobody will read them.
+            batch = WriteBatch(raw_mode=True)
+            end = change_key(self.change_seq + 1)
+            batch.delete_range(change_key(0), end, self._handles[CF_CHANGES])
+            self._db.write(batch)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -119,15 +134,19 @@ class Store:
         with self._write_lock:
             self._commit.raise_if_failed()
             seq = self.change_seq + 1
-            if batch.change is not None:
+            recorded = batch.change is not None and self._on_change is not None
+            if recorded:
                 write_batch.put(change_key(seq), batch.change, changes)
-                if seq % _TRIM_CHANGES_EVERY == 0 and seq > CHANGES_KEPT:
-                    write_batch.delete_range(change_key(0), change_key(seq - CHANGES_KEPT), changes)
+                if seq % _TRIM_CHANGES_EVERY == 0:
+                    floor = self._trim_floor() if self._trim_floor is not None else seq
+                    # Records after `floor` are needed; the newest is kept (it carries the
+                    # numbering across restarts).
+                    keep_from = min(max(floor + 1, seq - CHANGES_MAX), seq)
+                    write_batch.delete_range(change_key(0), change_key(keep_from), changes)
             self._db.write(write_batch, self._unsynced)
-            if batch.change is not None:
+            if recorded:
                 self.change_seq = seq
-                if self._on_change is not None:
-                    self._on_change(seq)
+                self._on_change(seq)  # type: ignore[misc]
             return self._commit.next_ticket()
 
     def wait_durable(self, ticket: int) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from server.database import Database
 from server.errors import NotFound
-from server.follower import Follower, FollowerLost, PublishedSequence
+from server.follower import Follower, FollowerLost, SharedSequences
 from server.model import PointInput
 from server.settings import Settings
 from storage import store as store_module
@@ -176,13 +176,24 @@ class Writes:
 
 @pytest.fixture
 def pair(tmp_path: Path):  # type: ignore[no-untyped-def]
-    published = PublishedSequence(tmp_path / "sequence", create=True)
+    published = SharedSequences(tmp_path / "sequence", workers=1, create=True)
     settings = Settings(data_dir=tmp_path / "db", admin_key="k" * 32, durability="os")
-    writer = Database(settings, on_change=published.publish)
+    writer = Database(settings, on_change=published.publish, trim_floor=published.trim_floor)
     writer.open()
     follower_db = Database(settings, follower_dir=tmp_path / "follower")
     follower_db.open()
-    follower = Follower(follower_db, published)
+    follow = follower_db.follow
+
+    def follow_and_check(change: Any) -> None:
+        """Every record leaves the indexes consistent (no point in two labels), not only
+        the last of a catch-up: queries run between records."""
+        follow(change)
+        for collection in follower_db.collections():
+            collection.check_invariants()
+
+    follower_db.follow = follow_and_check  # type: ignore[method-assign]
+    follower = Follower(follower_db, published, slot=0)
+    follower.opened()
     yield writer, follower
     follower_db.close()
     writer.close()
@@ -196,10 +207,14 @@ def test_follower_holds_what_the_writer_holds(pair, seed: int) -> None:  # type:
     rng = np.random.default_rng(seed)
     done = []
     trained = False
-    for _ in range(300):
+    for step in range(400):
         done.append(writes.step())
         for collection in writer.collections():
             collection.curator.wait_trained(10)
+        # Several writes between catch-ups: the store is then ahead of the records replayed
+        # (labels freed and reused, tenants deleted and re-created within one run).
+        if step % 7 not in (0, 3, 6) and step < 399:
+            continue
         follower.catch_up()
         for thread in [t for t in threading.enumerate() if t.name == "schema-index"]:
             thread.join(5)
@@ -229,7 +244,7 @@ def test_a_follower_sees_nothing_before_it_catches_up_and_everything_after(pair)
 
 def test_a_follower_behind_the_kept_feed_knows_it_is_lost(pair, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     writer, follower = pair
-    monkeypatch.setattr(store_module, "CHANGES_KEPT", 8)
+    monkeypatch.setattr(store_module, "CHANGES_MAX", 8)
     monkeypatch.setattr(store_module, "_TRIM_CHANGES_EVERY", 8)
     writer.create_collection("docs", DIM, "l2")
     docs = writer.collection("docs")
@@ -239,7 +254,47 @@ def test_a_follower_behind_the_kept_feed_knows_it_is_lost(pair, monkeypatch) -> 
         follower.catch_up()
 
 
+def test_the_feed_keeps_what_a_follower_needs_and_no_more(pair, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    writer, follower = pair
+    monkeypatch.setattr(store_module, "_TRIM_CHANGES_EVERY", 4)
+    writer.create_collection("docs", DIM, "l2")
+    docs = writer.collection("docs")
+    for i in range(30):  # the follower stays at its opening position meanwhile
+        docs.upsert("acme", [PointInput(f"p{i}", [float(i)] * DIM)])
+    assert next(writer.store.changes_after(0))[0] == 1  # nothing it needs was trimmed
+    follower.catch_up()
+    assert follower.database.collection("docs").arena.count == 30
+    for i in range(8):
+        docs.upsert("acme", [PointInput(f"q{i}", [float(i)] * DIM)])
+    first = next(writer.store.changes_after(0))[0]
+    assert 1 < first <= follower.database.change_seq + 1  # what it applied went
+
+
 def test_a_follower_store_refuses_writes(pair) -> None:  # type: ignore[no-untyped-def]
     _, follower = pair
     with pytest.raises(store_module.ReadOnlyStore):
         follower.database.create_collection("docs", DIM, "l2")
+
+
+def test_a_point_moved_to_a_freed_label_within_one_catch_up(pair) -> None:  # type: ignore[no-untyped-def]
+    """Delete y (its label freed), delete x, re-upsert x (into y's old label, the lowest
+    free one), then one catch-up: replaying the first record finds x already in y's label
+    while x's old label is still live in the follower's memory."""
+    writer, follower = pair
+    writer.create_collection("docs", DIM, "l2")
+    docs = writer.collection("docs")
+    docs.upsert("globex", [PointInput("y", [1.0] * DIM)])
+    docs.upsert("acme", [PointInput("x", [2.0] * DIM)])
+    follower.catch_up()
+    assert [docs.tenants.ids[docs.tenants.number_of[t]] for t in ("globex", "acme")] == [
+        {"y": 0},
+        {"x": 1},
+    ]
+    docs.delete_points("globex", ["y"])
+    docs.delete_points("acme", ["x"])
+    docs.upsert("acme", [PointInput("x", [3.0] * DIM)])
+    assert docs.tenants.ids[docs.tenants.number_of["acme"]] == {"x": 0}
+    follower.catch_up()
+    assert _state(follower.database) == _state(writer)
+    copy = follower.database.collection("docs")
+    assert copy.arena.count == 1 and copy.arena.vector(0).tolist() == [3.0] * DIM

@@ -5,7 +5,8 @@ worker (SO_REUSEPORT); which process answered is read from the access log (`pid`
 read-after-write across processes, the same answers from every process, writes and admin
 calls forwarded (authentication included), rate-limited collections answered by the writer
 alone, metrics summed over the processes (promtool), a worker killed with SIGKILL replaced
-without a failed request, and SIGTERM stopping every process and removing the run directory.
+without a failed request, SIGTERM stopping every process and removing the run directory, and
+forwarded requests keeping their target, body limit and client address.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +303,57 @@ def _owned_by_live_server(run_dir: Path) -> bool:
         except ProcessLookupError:
             continue
     return False
+
+
+def _raw(server: ServerProcess, request: bytes) -> bytes:
+    """One request as bytes on its own connection (httpx would normalize the path)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_forwarded_requests_keep_their_target_limits_and_client_address(
+    server: ServerProcess,
+) -> None:
+    _create(server)
+    auth = f"Authorization: Bearer {ADMIN_KEY}\r\n".encode()
+    for _ in range(8):
+        # The target byte for byte: a dot segment is no route here, as on one process.
+        answer = _raw(server, b"GET /v1/collections/docs/../../v1/keys HTTP/1.1\r\nHost: x\r\n"
+                      + auth + b"Connection: close\r\n\r\n")  # fmt: skip
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
+        assert answer.lower().count(b"\r\ndate:") == 1  # the writer's, not repeated
+        # A declared body over the limit: 413 at once, from whichever process.
+        big = b"PUT " + POINTS.format(tenant="acme").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        big += auth + b"Content-Type: application/json\r\nContent-Length: 99999999\r\n"
+        answer = _raw(server, big + b"Connection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        # The audit log names the client, not the workers' socket.
+        refused = _call(server, "GET", "/v1/collections", headers=bearer("sk_nope.nope"))
+        assert refused.status_code == 401
+    failures = [line for line in _log_lines(server) if line.get("audit") == "auth_failed"]
+    assert len(failures) == 8
+    assert {line.get("client") for line in failures} == {"127.0.0.1"}
+    # A client cannot claim another address: the header counts only from the workers.
+    spoofed = _call(
+        server, "GET", "/v1/collections", headers={"X-Shoal-Client": "10.1.2.3:4", **bearer("x")}
+    )
+    assert spoofed.status_code == 401
+    failures = [line for line in _log_lines(server) if line.get("audit") == "auth_failed"]
+    assert failures[-1].get("client") == "127.0.0.1"
+
+
+def test_a_second_server_on_the_port_is_refused_not_shared(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """SO_REUSEPORT would let another server of the same user split the connections."""
+    second = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(tmp_path / "other"),
+         "--port", str(server.port), "--read-workers", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 1, second.stderr
+    assert "cannot listen" in second.stderr
