@@ -9,6 +9,8 @@ Kinds:
   delete, grant, revoke, tenant deletion), tenants registered and tenants removed;
 - `schema`, `tree`, `quotas`: the collection's config, Curator tree or quotas changed;
 - `create`, `drop`: a collection was created or dropped;
+- `graph`: the writer saved a snapshot of one of the collection's HNSW graphs (`graph`:
+  `shared` or a tenant number), which followers load rather than build their own;
 - `keys`: the API keys changed.
 """
 
@@ -20,7 +22,7 @@ from typing import Literal
 
 import orjson
 
-Kind = Literal["points", "schema", "tree", "quotas", "create", "drop", "keys"]
+Kind = Literal["points", "schema", "tree", "quotas", "create", "drop", "graph", "keys"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class Change:
     labels: tuple[int, ...] = ()
     tenants_added: Mapping[int, str] = field(default_factory=dict)
     tenants_removed: tuple[int, ...] = ()
+    graph: str = ""
 
     def encode(self) -> bytes:
         record: dict[str, object] = {"k": self.kind}
@@ -41,6 +44,8 @@ class Change:
             record["ta"] = {str(number): name for number, name in self.tenants_added.items()}
         if self.tenants_removed:
             record["tr"] = self.tenants_removed
+        if self.graph:
+            record["g"] = self.graph
         return orjson.dumps(record)
 
     @classmethod
@@ -52,6 +57,7 @@ class Change:
             tuple(record.get("l", ())),
             {int(number): name for number, name in record.get("ta", {}).items()},
             tuple(record.get("tr", ())),
+            record.get("g", ""),
         )
 
 

@@ -243,6 +243,8 @@ class Database:
             collection.follow_schema()
         elif change.kind == "tree":
             collection.curator.follow_tree()
+        elif change.kind == "graph":
+            collection.graphs.follow_snapshot(change.graph)
         elif change.kind == "quotas":
             self.quotas.load([collection])
         elif change.kind == "drop":

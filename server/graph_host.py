@@ -43,6 +43,7 @@ from index import recall
 from index.hnsw import GraphParams, HnswGraph
 from index.tenants import bitmap_labels
 from server import graph_files
+from server.changes import Change
 from server.errors import NotFound
 from storage import keys
 from storage.store import Batch
@@ -68,6 +69,7 @@ class GraphHost:
         self._directory = directory  # None: graphs are never persisted (tests, in-memory)
         # A read worker loads the writer's snapshots and keeps its graphs in step in memory;
         # only the writer writes, replaces or deletes graph files and trims the oplog.
+        self._follower = collection.follower
         self._owns_files = directory is not None and not collection.follower
         self.graphs: dict[GraphKey, HnswGraph] = {}
         self._building: dict[GraphKey, BitMap] = {}  # changes recorded while a build runs
@@ -184,6 +186,44 @@ class GraphHost:
                 self._snapshot_seq[key] = seq
         self.start()
 
+    def follow_snapshot(self, name: str) -> None:
+        """A follower: the writer saved graph `name` (`shared` or a tenant number); load it,
+        with the labels changed since it was taken pending, in place of the one held.
+
+        Skipped when the file is newer than this follower's view of the store (the writer
+        saved another since; its own record follows): the graph would hold points this
+        follower does not have yet."""
+        if self._directory is None:
+            return
+        key: GraphKey = SHARED if name == SHARED else int(name)
+        collection = self._collection
+        snapshot = graph_files.load(self._path(key))
+        if snapshot is None:
+            log.warning("collection %s: graph %s snapshot unreadable", collection.name, key)
+            return
+        seq, payload, pending = snapshot
+        cid = collection.config.cid
+        store = collection.store
+        if seq and store.get(keys.CF_OPLOG, keys.oplog_key(cid, seq)) is None:
+            return
+        for oplog_key, value in store.scan(keys.CF_OPLOG, keys.u32(cid)):
+            if keys.decode_oplog_key(oplog_key)[1] > seq:
+                vector_labels, reader_labels = keys.decode_oplog(value)
+                pending.update(vector_labels)
+                if key != SHARED:
+                    pending.update(reader_labels)
+        try:
+            graph = HnswGraph.from_bytes(payload)
+        except Exception:
+            log.warning("collection %s: graph %s snapshot unusable", collection.name, key)
+            return
+        graph.pending = pending
+        with collection.write_lock():
+            if key != SHARED and key not in collection.tenants.name_of:
+                return  # the tenant was deleted since
+            self.graphs[key] = graph
+        self._wake.set()
+
     def _persisted(self) -> list[tuple[GraphKey, Path]]:
         assert self._directory is not None
         found: list[tuple[GraphKey, Path]] = []
@@ -255,7 +295,8 @@ class GraphHost:
                 self._drain()
                 self._recheck_grown()
                 key = self._due()
-                if key is not None and not self._stopped.is_set():
+                # A follower's graphs are the writer's snapshots (`follow_snapshot`).
+                if key is not None and not self._stopped.is_set() and not self._follower:
                     self._build(key)
                     self._wake.set()
                 self._snapshot_if_due()
@@ -540,6 +581,9 @@ class GraphHost:
         graph_files.save(self._path(key), seq, graph.to_bytes(), pending)
         self._snapshot_seq[key] = seq
         self._applied_since_snapshot[key] = 0
+        if collection.store.records_changes:  # read workers load it (`follow_snapshot`)
+            change = Change("graph", collection.name, graph=str(key))
+            collection.store.write(Batch(change=change.encode()))
         self._trim()
 
     def _trim(self) -> None:

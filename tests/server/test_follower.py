@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +299,37 @@ def test_a_point_moved_to_a_freed_label_within_one_catch_up(pair) -> None:  # ty
     assert _state(follower.database) == _state(writer)
     copy = follower.database.collection("docs")
     assert copy.arena.count == 1 and copy.arena.vector(0).tolist() == [3.0] * DIM
+
+
+def test_a_follower_takes_the_writers_graphs_and_builds_none(pair) -> None:  # type: ignore[no-untyped-def]
+    writer, follower = pair
+    index = {"shared_graph_min_points": 40, "tenant_graph_min_points": 30}
+    writer.create_collection("docs", DIM, "cosine", index=index)
+    docs = writer.collection("docs")
+    rng = np.random.default_rng(7)
+
+    def upsert(tenant: str, start: int, n: int) -> None:
+        vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+        docs.upsert(
+            tenant, [PointInput(f"p{start + i}", v.tolist()) for i, v in enumerate(vectors)]
+        )
+
+    upsert("acme", 0, 60)
+    upsert("globex", 0, 20)
+    assert docs.graphs.wait_idle(30)
+    assert set(docs.graphs.graphs) == {"shared", docs.tenants.number_of["acme"]}
+    follower.catch_up()
+    copy = follower.database.collection("docs")
+    assert set(copy.graphs.graphs) == set(docs.graphs.graphs)
+    for key, graph in docs.graphs.graphs.items():
+        assert copy.graphs.graphs[key].members == graph.members
+    upsert("acme", 60, 10)  # after the snapshot: pending on the follower, then applied
+    docs.delete_points("acme", ["p0", "p1"])
+    follower.catch_up()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(g.pending for g in copy.graphs.graphs.values()):
+        time.sleep(0.05)
+    assert docs.graphs.wait_idle(30)
+    for key, graph in docs.graphs.graphs.items():
+        assert copy.graphs.graphs[key].members == graph.members
+    assert copy.graphs.builds == 0 and docs.graphs.builds == 2

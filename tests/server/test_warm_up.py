@@ -1,10 +1,11 @@
 """The search kernels are compiled while the server starts, with the types queries use.
 
-numba compiles `index.kernels.scan_shortlist` and `curator_search` (or loads them from its
-cache) on the first call in a process, 150-200 ms that the first query after every start
-would pay. `Database.open` calls `index.arena.warm_up` and `index.curator.warm_up`; if a
-warm-up passed other types than a query does (an int32 label array, a strided query row),
-numba would compile another version at that query, and the stall would be back. A fresh
+numba compiles `index.kernels.scan_exact` and `curator_search` (each with the shortlist scan
+they share inside, or loads them from its cache) on the first call in a process, 150-200 ms
+that the first query after every start would pay. `Database.open` calls
+`index.arena.warm_up` and `index.curator.warm_up`; if a warm-up passed other types than a
+query does (an int32 label array, a strided query row), numba would compile another version
+at that query, and the stall would be back. A fresh
 interpreter opens a real database, runs real tenant queries (exact scans, the Curator with
 and without a filter, a batch) and must find no version compiled after the start.
 """
@@ -28,13 +29,13 @@ SCRIPT = """
 import sys
 import time
 from pathlib import Path
-from index.kernels import curator_search, scan_shortlist
+from index.kernels import curator_search, scan_exact
 from server.database import Database
 from server.model import PointInput
 from server.settings import Settings
 
 def compiled():
-    return len(scan_shortlist.signatures), len(curator_search.signatures)
+    return len(scan_exact.signatures), len(curator_search.signatures)
 
 database = Database(Settings(data_dir=Path(sys.argv[1])))
 database.open()
@@ -73,9 +74,7 @@ def test_queries_use_the_kernel_compiled_at_start(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    # Compiled fresh, the Curator's kernel also compiles the scan for its own argument types
-    # (three versions of the scan where a cached load shows one): what matters is that
-    # queries add none.
+    # What matters is that queries add no version to what the start compiled or loaded.
     opened, queried = (line.split()[-2:] for line in done.stdout.split("\n")[:2])
     assert opened == queried and min(map(int, opened)) >= 1, done.stdout
 
