@@ -15,7 +15,7 @@ key of a collection starts with its 4-byte collection id, so one collection is o
 | `points` | `cid + label(u64)` | point record (`storage.records`) |
 | `grants` | `cid + label(u64) + tenant_no(u32)` | empty: the point is readable by that tenant |
 | `oplog` | `cid + seq(u64)` | labels a write changed (`encode_oplog`), replayed into HNSW graphs |
-| `changes` | `seq(u64)` | what a write changed, database-wide (`server.changes`), for followers |
+| `changes` | `seq(u64)` | what a write changed (`server.changes`); only with read workers |
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ CF_POINTS = "points"
 CF_GRANTS = "grants"
 CF_KEYS = "keys"
 CF_OPLOG = "oplog"
-CF_CHANGES = "changes"
-COLUMN_FAMILIES = (CF_META, CF_POINTS, CF_GRANTS, CF_KEYS, CF_OPLOG, CF_CHANGES)
+CF_CHANGES = "changes"  # only in a store whose writer has read workers (`storage.store`)
+COLUMN_FAMILIES = (CF_META, CF_POINTS, CF_GRANTS, CF_KEYS, CF_OPLOG)
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")

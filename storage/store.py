@@ -84,7 +84,13 @@ class Store:
         options.create_if_missing(True)
         options.create_missing_column_families(True)
         options.set_max_background_jobs(2)
-        cf_options = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
+        # The feed's column family exists only while a writer has read workers: a store
+        # without it still opens in releases before them (RocksDB insists on every family).
+        present = CF_CHANGES in _column_families(path)
+        names = list(COLUMN_FAMILIES)
+        if present or on_change is not None:
+            names.append(CF_CHANGES)
+        cf_options = {name: Options(raw_mode=True) for name in names}
         self.path = path
         self.durability: Durability = durability
         self.follower = follower_dir is not None
@@ -99,8 +105,11 @@ class Store:
             self._db = Rdict(path, options, column_families=cf_options, access_type=access)
         else:
             self._db = Rdict(path, options, column_families=cf_options)
-        self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
-        self._cfs = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
+        if present and on_change is None and follower_dir is None:
+            self._db.drop_column_family(CF_CHANGES)  # a start without workers: nobody reads it
+            names.remove(CF_CHANGES)
+        self._handles = {name: self._db.get_column_family_handle(name) for name in names}
+        self._cfs = {name: self._db.get_column_family(name) for name in names}
         self._unsynced = WriteOptions()
         self._unsynced.sync = False
         self._write_lock = threading.Lock()  # ticket order == RocksDB append order
@@ -110,12 +119,6 @@ class Store:
         self._on_change = on_change
         self._trim_floor = trim_floor
         self.records_changes = on_change is not None
-        if not self.records_changes and not self.follower and self.change_seq:
-            # Records of a run with read workers: nobody will read them.
-            batch = WriteBatch(raw_mode=True)
-            end = change_key(self.change_seq + 1)
-            batch.delete_range(change_key(0), end, self._handles[CF_CHANGES])
-            self._db.write(batch)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class Store:
             write_batch.delete(key, self._handles[cf])
         for cf, lo, hi in batch.range_deletes:
             write_batch.delete_range(lo, hi, self._handles[cf])
-        changes = self._handles[CF_CHANGES]
+        changes = self._handles.get(CF_CHANGES)
         with self._write_lock:
             self._commit.raise_if_failed()
             seq = self.change_seq + 1
@@ -182,7 +185,8 @@ class Store:
 
     def last_change(self) -> int:
         """The newest change record's sequence number (0: none)."""
-        for key in self._cfs[CF_CHANGES].keys(backwards=True):
+        changes = self._cfs.get(CF_CHANGES)
+        for key in changes.keys(backwards=True) if changes is not None else ():
             return decode_change_key(key)
         return 0
 
@@ -215,3 +219,10 @@ class Store:
                 self._handles.clear()
                 self._cfs.clear()
                 self._db.close()
+
+
+def _column_families(path: str) -> list[str]:
+    try:
+        return Rdict.list_cf(path, Options(raw_mode=True))
+    except Exception:  # no store there yet (rocksdict raises a plain Exception)
+        return []

@@ -4,6 +4,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from rocksdict import Options, Rdict
 
 from storage import keys
 from storage.commit import DurabilityLost, GroupCommit
@@ -95,3 +96,26 @@ def test_os_durability_does_not_sync(tmp_path: Path) -> None:
     store.write(batch)
     assert synced == []
     store.close()
+
+
+def test_the_change_feed_lives_only_while_a_writer_has_followers(tmp_path: Path) -> None:
+    """A store never run with read workers has no `changes` column family, and a start
+    without them drops it: a store without it opens in releases older than read workers."""
+    path = str(tmp_path / "db")
+    published: list[int] = []
+    store = Store(path)
+    batch = Batch(change=b"ignored")
+    batch.put(keys.CF_META, b"a", b"1")
+    store.write(batch)
+    store.close()
+    assert keys.CF_CHANGES not in Rdict.list_cf(path, Options(raw_mode=True))
+    store = Store(path, on_change=published.append)
+    batch = Batch(change=b"first")
+    batch.put(keys.CF_META, b"b", b"2")
+    store.write(batch)
+    assert published == [0 + 1] and list(store.changes_after(0)) == [(1, b"first")]
+    store.close()
+    store = Store(path)  # without workers now
+    assert store.last_change() == 0 and store.get(keys.CF_META, b"b") == b"2"
+    store.close()
+    assert keys.CF_CHANGES not in Rdict.list_cf(path, Options(raw_mode=True))
