@@ -33,7 +33,7 @@ from server.database import Database
 from server.follower import Follower, FollowerLost, SharedSequences
 from server.metrics import Metrics
 from server.settings import Settings
-from server.workers import RunDir, WorkerRole, exit_with_writer
+from server.workers import RunDir, WorkerRole
 
 log = logging.getLogger("shoal.app")
 
@@ -117,7 +117,6 @@ def create_app(
             await anyio.to_thread.run_sync(database.open)
             follower.opened()
             follower.start(on_lost=_stop_worker)
-            exit_with_writer(worker.writer_pid, lambda: _stop_worker(None))
             try:
                 yield
             finally:
@@ -188,11 +187,10 @@ def create_app(
     return app
 
 
-def _stop_worker(lost: FollowerLost | None) -> None:
+def _stop_worker(lost: FollowerLost) -> None:
     """A read worker shuts down as on SIGTERM (requests drained); its supervisor starts
     another, which recovers from the store."""
-    if lost is not None:
-        log.error("this read worker lost its place in the change feed: %s; restarting", lost)
+    log.error("this read worker lost its place in the change feed: %s; restarting", lost)
     os.kill(os.getpid(), signal.SIGTERM)
 
 

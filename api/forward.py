@@ -52,6 +52,9 @@ _HOP_BY_HOP = frozenset(
 )
 _NOT_RELAYED = _HOP_BY_HOP | {b"date", b"server"}
 _RETRY_AFTER_S = b"1"
+# Connecting and waiting for a pooled connection are local and quick unless the writer is
+# stuck; reading has no limit (an export streams for as long as it takes).
+_TIMEOUTS = {"connect": 5.0, "pool": 30.0, "write": 30.0, "read": None}
 
 
 class ToWriter:
@@ -111,6 +114,8 @@ class ToWriter:
             for name in v.decode("latin-1").split(",")
         }
         outgoing = [(k, v) for k, v in headers if k not in _HOP_BY_HOP and k not in named]
+        if not any(k == b"host" for k, _ in outgoing):
+            outgoing.append((b"host", b"writer"))  # HTTP/1.0 may omit it; HTTP/1.1 needs it
         client = scope.get("client")
         if client:
             outgoing.append((CLIENT_HEADER, f"{client[0]}:{client[1]}".encode()))
@@ -126,6 +131,7 @@ class ToWriter:
                 url,
                 headers=outgoing,
                 content=_body(receive) if has_body else None,
+                extensions={"timeout": _TIMEOUTS},
             ) as response:
                 relayed = [(k.lower(), v) for k, v in response.headers]
                 relayed = [(k, v) for k, v in relayed if k not in _NOT_RELAYED]
@@ -136,7 +142,7 @@ class ToWriter:
                 async for chunk in response.aiter_stream():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
-        except (httpcore.ConnectError, httpcore.ReadError, httpcore.WriteError) as exc:
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException) as exc:
             if started:
                 raise  # cut off mid-answer: the client's connection is closed, as it would be
             log.warning("the writer is not reachable: %r", exc)

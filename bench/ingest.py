@@ -148,9 +148,12 @@ def _warm_up(clients: list[httpx.Client]) -> None:
         t.join()
 
 
-def run_once(workload: Workload, durability: str, profile_to: Path | None = None) -> RunResult:
+def run_once(
+    workload: Workload, durability: str, profile_to: Path | None = None, read_workers: int = 0
+) -> RunResult:
     with TempDir() as tmp:
-        server = Server(tmp / "data", "--durability", durability).start()
+        workers = ("--read-workers", str(read_workers))
+        server = Server(tmp / "data", "--durability", durability, *workers).start()
         pid = server.pid
         clients = [httpx.Client(base_url=server.url, timeout=120.0) for _ in range(CLIENTS)]
         try:
@@ -244,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-dir", type=Path, default=Path("/tmp"), help="where py-spy writes profiles"
     )
+    parser.add_argument(
+        "--read-workers", type=int, default=0, help="the server's read workers (they follow)"
+    )
     args = parser.parse_args(argv)
 
     print(f"machine: {machine()}")
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in range(args.runs):
         for w in workloads:
             for durability in ("fsync", "os"):
-                result = run_once(w, durability)
+                result = run_once(w, durability, read_workers=args.read_workers)
                 results.setdefault((w.name, durability), []).append(result)
                 print(
                     f"run {run + 1}/{args.runs} {w.name:8s} {durability:5s}: "

@@ -9,8 +9,9 @@ Kinds:
   delete, grant, revoke, tenant deletion), tenants registered and tenants removed;
 - `schema`, `tree`, `quotas`: the collection's config, Curator tree or quotas changed;
 - `create`, `drop`: a collection was created or dropped;
-- `graph`: the writer saved a snapshot of one of the collection's HNSW graphs (`graph`:
-  `shared` or a tenant number), which followers load rather than build their own;
+- `graph`: the writer built one of the collection's HNSW graphs and saved its snapshot
+  (`graph`: `shared` or a tenant number; `labels`: the oplog sequence number it holds),
+  which followers load rather than build their own;
 - `keys`: the API keys changed.
 """
 

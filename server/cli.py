@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from server.workers import (
     RunDir,
     Supervisor,
     WorkerRole,
+    exit_with_writer,
     listening_socket,
     unix_socket,
 )
@@ -139,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve_worker(settings: Settings, worker: WorkerRole) -> int:
-    """A read worker (server/workers.py): its writer's flags, its writer's port."""
+    """A read worker (server/workers.py): its writer's flags, its writer's port. It stops
+    with its writer from the first moment, recovery included (an orphan recovering would
+    hold a copy of the indexes for nothing, and could join the next writer's port)."""
     from api.app import create_app
 
+    exit_with_writer(worker.writer_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
     app = create_app(settings, worker=worker)
     sock = listening_socket(settings.host, worker.port)
     logging.getLogger("shoal").info("read worker %d starting", os.getpid())

@@ -244,7 +244,7 @@ class Database:
         elif change.kind == "tree":
             collection.curator.follow_tree()
         elif change.kind == "graph":
-            collection.graphs.follow_snapshot(change.graph)
+            collection.graphs.follow_snapshot(change.graph, change.labels[0])
         elif change.kind == "quotas":
             self.quotas.load([collection])
         elif change.kind == "drop":

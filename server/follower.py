@@ -115,9 +115,9 @@ class Follower:
             target = self.published.value
             try:
                 for _ in range(_CATCH_UP_TRIES):
+                    self._apply_new()
                     if self.database.change_seq >= target:
                         return
-                    self._apply_new()
             except FollowerLost as exc:
                 self.lost = exc
                 raise

@@ -186,32 +186,30 @@ class GraphHost:
                 self._snapshot_seq[key] = seq
         self.start()
 
-    def follow_snapshot(self, name: str) -> None:
-        """A follower: the writer saved graph `name` (`shared` or a tenant number); load it,
-        with the labels changed since it was taken pending, in place of the one held.
+    def follow_snapshot(self, name: str, seq: int) -> None:
+        """A follower: the writer built graph `name` (`shared` or a tenant number) and saved
+        it holding the oplog up to `seq`; load it, with the labels of later oplog records
+        pending, in place of the one held.
 
-        Skipped when the file is newer than this follower's view of the store (the writer
-        saved another since; its own record follows): the graph would hold points this
-        follower does not have yet."""
+        Only that very snapshot: a file saved since could hold points of records this
+        follower has not applied yet (the record announcing it follows anyway). Every oplog
+        record up to `seq` belongs to a write whose change record came before this one, so
+        the graph never holds a point the follower's memory does not."""
         if self._directory is None:
             return
         key: GraphKey = SHARED if name == SHARED else int(name)
         collection = self._collection
         snapshot = graph_files.load(self._path(key))
-        if snapshot is None:
-            log.warning("collection %s: graph %s snapshot unreadable", collection.name, key)
-            return
-        seq, payload, pending = snapshot
+        if snapshot is None or snapshot[0] != seq:
+            return  # replaced (or removed) since: a later record announces the newer one
+        _, payload, pending = snapshot
         cid = collection.config.cid
-        store = collection.store
-        if seq and store.get(keys.CF_OPLOG, keys.oplog_key(cid, seq)) is None:
-            return
-        for oplog_key, value in store.scan(keys.CF_OPLOG, keys.u32(cid)):
-            if keys.decode_oplog_key(oplog_key)[1] > seq:
-                vector_labels, reader_labels = keys.decode_oplog(value)
-                pending.update(vector_labels)
-                if key != SHARED:
-                    pending.update(reader_labels)
+        start = keys.oplog_key(cid, seq + 1)
+        for _, value in collection.store.scan(keys.CF_OPLOG, keys.u32(cid), start=start):
+            vector_labels, reader_labels = keys.decode_oplog(value)
+            pending.update(vector_labels)
+            if key != SHARED:
+                pending.update(reader_labels)
         try:
             graph = HnswGraph.from_bytes(payload)
         except Exception:
@@ -477,6 +475,16 @@ class GraphHost:
         collection = self._collection
         settings = self.settings
         shared = self.graphs.get(SHARED)
+        if self._follower:
+            # Builds are the writer's (a follower takes them, `follow_snapshot`); demoting a
+            # tenant that shrank follows the writer's rule, so the planners agree.
+            self._rebuild_due.clear()
+            if not force and time.monotonic() - self._tenants_checked >= 1.0:
+                self._tenants_checked = time.monotonic()
+                for number, readable in list(collection.tenants.readable.items()):
+                    if number in self.graphs and self._shrunk(len(readable)):
+                        self.tenant_deleted(number)
+            return None
         for key in list(self._rebuild_due):
             shrunk = key != SHARED and self._shrunk(len(collection.tenants.readable.get(key, ())))
             if key in self.graphs and not shrunk:
@@ -554,7 +562,7 @@ class GraphHost:
             graph.recall,
             graph.ef_floor,
         )
-        self._snapshot(key)
+        self._snapshot(key, announce=True)
 
     # -- snapshots and the oplog -----------------------------------------------------------
 
@@ -564,7 +572,9 @@ class GraphHost:
                 self._snapshot(key)
         self._trim()
 
-    def _snapshot(self, key: GraphKey) -> None:
+    def _snapshot(self, key: GraphKey, announce: bool = False) -> None:
+        """Save graph `key`; `announce` (after a build): record it for read workers, which
+        load it instead of building their own (between builds they insert what changed)."""
         if not self._owns_files:
             return
         collection = self._collection
@@ -581,8 +591,8 @@ class GraphHost:
         graph_files.save(self._path(key), seq, graph.to_bytes(), pending)
         self._snapshot_seq[key] = seq
         self._applied_since_snapshot[key] = 0
-        if collection.store.records_changes:  # read workers load it (`follow_snapshot`)
-            change = Change("graph", collection.name, graph=str(key))
+        if announce and collection.store.records_changes:  # followers load it
+            change = Change("graph", collection.name, labels=(seq,), graph=str(key))
             collection.store.write(Batch(change=change.encode()))
         self._trim()
 

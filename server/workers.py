@@ -187,38 +187,47 @@ class Supervisor:
         pause: dict[int, float] = {}
         due: dict[int, float] = {slot: 0.0 for slot in range(self.count)}  # slot -> start at
         while not self._stopping.is_set():
-            now = time.monotonic()
-            for slot in [s for s, at in due.items() if at <= now]:
-                try:
-                    self._spawn(slot)
-                except OSError:
-                    log.exception("read worker %d could not be started; retrying", slot)
-                    due[slot] = now + _RESTART_PAUSE_S[1]
-                    continue
-                del due[slot]
-                started[slot] = now
-            for slot, proc in list(self._procs.items()):
-                code = proc.poll()
-                if code is None or slot in due or self._stopping.is_set():
-                    continue
-                self._forget(proc)
-                up = now - started[slot]
-                first, longest = _RESTART_PAUSE_S
-                previous = pause.get(slot, 0.0)
-                healthy = up >= _HEALTHY_AFTER_S or previous == 0.0
-                wait = pause[slot] = first if healthy else min(longest, 2 * previous)
-                due[slot] = now + wait
-                self.restarts += 1
-                log.warning(
-                    "read worker %d (pid %d) exited with status %d after %.1f s; "
-                    "starting another in %.1f s",
-                    slot,
-                    proc.pid,
-                    code,
-                    up,
-                    wait,
-                )
+            try:
+                self._tend(started, pause, due)
+            except Exception:  # the thread must live: its end would SIGTERM every worker
+                log.exception("supervising the read workers failed; going on")
             self._stopping.wait(0.2)
+
+    def _tend(
+        self, started: dict[int, float], pause: dict[int, float], due: dict[int, float]
+    ) -> None:
+        """One round: start the workers that are due, note the ones that exited."""
+        now = time.monotonic()
+        for slot in [s for s, at in due.items() if at <= now]:
+            try:
+                self._spawn(slot)
+            except OSError:
+                log.exception("read worker %d could not be started; retrying", slot)
+                due[slot] = now + _RESTART_PAUSE_S[1]
+                continue
+            del due[slot]
+            started[slot] = now
+        for slot, proc in list(self._procs.items()):
+            code = proc.poll()
+            if code is None or slot in due or self._stopping.is_set():
+                continue
+            self._forget(proc)
+            up = now - started[slot]
+            first, longest = _RESTART_PAUSE_S
+            previous = pause.get(slot, 0.0)
+            healthy = up >= _HEALTHY_AFTER_S or previous == 0.0
+            wait = pause[slot] = first if healthy else min(longest, 2 * previous)
+            due[slot] = now + wait
+            self.restarts += 1
+            log.warning(
+                "read worker %d (pid %d) exited with status %d after %.1f s; "
+                "starting another in %.1f s",
+                slot,
+                proc.pid,
+                code,
+                up,
+                wait,
+            )
 
     def _forget(self, proc: subprocess.Popen[bytes]) -> None:
         """What an exited worker leaves behind: its metrics stay counted (process_exited

@@ -173,13 +173,16 @@ class Store:
     def get(self, cf: str, key: bytes) -> bytes | None:
         return self._cfs[cf].get(key)
 
-    def scan(self, cf: str, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) whose key starts with `prefix`, in key order."""
+    def scan(
+        self, cf: str, prefix: bytes = b"", start: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix`, in key order, from `start`
+        (a key with that prefix) if given."""
         read_options = ReadOptions()
         upper = prefix_upper_bound(prefix) if prefix else None
         if upper is not None:
             read_options.set_iterate_upper_bound(upper)
-        yield from self._cfs[cf].items(from_key=prefix, read_opt=read_options)
+        yield from self._cfs[cf].items(from_key=start or prefix, read_opt=read_options)
 
     # -- the change feed ----------------------------------------------------------------
 
