@@ -70,7 +70,14 @@ class RunDir:
 
     @classmethod
     def create(cls) -> RunDir:
-        run = cls(Path(tempfile.mkdtemp(prefix="shoal-")))  # mode 0700
+        """A new run directory (mode 0700), named after this process; those of writers that
+        died without removing theirs (`kill -9`) are removed first."""
+        base = Path(tempfile.gettempdir())
+        for stale in base.glob("shoal-run-*"):
+            pid = stale.name.split("-")[2]
+            if pid.isdigit() and not _alive(int(pid)) and (stale / "sequence").exists():
+                shutil.rmtree(stale, ignore_errors=True)
+        run = cls(Path(tempfile.mkdtemp(prefix=f"shoal-run-{os.getpid()}-")))
         run.metrics.mkdir()
         return run
 
@@ -97,6 +104,16 @@ class WorkerRole:
         values = json.loads(raw)
         run = RunDir(Path(values["run"]))
         return cls(run, int(values["port"]), int(values["writer"]), int(values["slot"]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def listening_socket(host: str, port: int, probe: bool = False) -> socket.socket:

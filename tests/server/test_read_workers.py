@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,29 +281,21 @@ def test_a_killed_worker_is_replaced_and_no_request_fails(server: ServerProcess)
     assert replacement in _served_by(server, QUERY.format(tenant="acme"))
 
 
+def _run_dirs(writer_pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"shoal-run-{writer_pid}-*"))
+
+
 def test_sigterm_stops_every_process_and_removes_the_run_directory(
     server: ServerProcess,
 ) -> None:
     (worker,) = _wait_for_workers(server, 1)
-    run_dirs = {p for p in Path("/tmp").glob("shoal-*") if (p / "writer.sock").exists()}
+    assert server.process is not None
+    [run_dir] = _run_dirs(server.process.pid)
+    assert (run_dir / "writer.sock").exists()
     assert server.stop() == 0
     with pytest.raises(ProcessLookupError):
         os.kill(worker, 0)
-    left = {p for p in run_dirs if p.exists() and (p / "sequence").exists()}
-    assert not any(str(server.process.pid) in str(p) for p in left)  # type: ignore[union-attr]
-    assert not [p for p in run_dirs if p.exists() and not _owned_by_live_server(p)]
-
-
-def _owned_by_live_server(run_dir: Path) -> bool:
-    """Another test's server may run meanwhile: its run directory stays."""
-    followers = [int(p.name.split("-")[1]) for p in run_dir.glob("follower-*")]
-    for pid in followers:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            continue
-    return False
+    assert not run_dir.exists()
 
 
 def _raw(server: ServerProcess, request: bytes) -> bytes:
@@ -357,3 +350,31 @@ def test_a_second_server_on_the_port_is_refused_not_shared(
     )  # fmt: skip
     assert second.returncode == 1, second.stderr
     assert "cannot listen" in second.stderr
+
+
+def test_workers_stop_when_the_writer_is_killed(server: ServerProcess, tmp_path: Path) -> None:
+    """kill -9 of the writer: no worker lives on as an orphan serving stale reads (the
+    kernel's parent-death signal), and nothing answers on the port any more."""
+    (worker,) = _wait_for_workers(server, 1)
+    server.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"read worker {worker} outlived its writer")
+    with pytest.raises(httpx.TransportError):
+        _call(server, "GET", "/healthz")
+    # Its run directory stays behind; the next writer with workers removes it.
+    assert server.process is not None
+    [left] = _run_dirs(server.process.pid)
+    after = ServerProcess(
+        tmp_path / "data", "--read-workers", "1", env={"SHOAL_ADMIN_KEY": ADMIN_KEY}
+    ).start(120)
+    try:
+        assert not left.exists()
+    finally:
+        after.stop()
