@@ -146,7 +146,8 @@ class ToWriter:
             if started:
                 raise  # cut off mid-answer: the client's connection is closed, as it would be
             log.warning("the writer is not reachable: %r", exc)
-            await _unavailable(send)
+            message = "the writer process is not reachable; retry"
+            await send_error(send, "unavailable", message, ((b"retry-after", _RETRY_AFTER_S),))
 
     async def aclose(self) -> None:
         await self._pool.aclose()
@@ -167,24 +168,6 @@ def client_from_worker(scope: Scope) -> None:
         if host and port.isdigit():
             scope["client"] = (host, int(port))
     scope["headers"] = [(k, v) for k, v in headers if k != CLIENT_HEADER]
-
-
-async def _unavailable(send: Send) -> None:
-    body = (
-        b'{"error":{"code":"unavailable","message":"the writer process is not reachable; retry"}}'
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-                (b"retry-after", _RETRY_AFTER_S),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

@@ -18,7 +18,9 @@ def restore_slashes(value: str) -> str:
     return value.replace(SLASH_IN_SEGMENT, "/")
 
 
-async def send_error(send: Send, code: str, message: str) -> None:
+async def send_error(
+    send: Send, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     await send(
         {
@@ -27,6 +29,7 @@ async def send_error(send: Send, code: str, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),
+                *headers,
             ],
         }
     )

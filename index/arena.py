@@ -178,10 +178,7 @@ class VectorArena:
         )
         if size < 0:  # the kernel refused a label past the rows (it reads them unchecked)
             raise IndexError(f"labels outside 0..{self.high_water - 1}")
-        distances = heap_distances[:size]
-        if self.metric is Metric.L2:
-            distances = finish_distances(distances, self.metric)
-        return TopK(heap_labels[:size], distances)
+        return TopK(heap_labels[:size], finish_distances(heap_distances[:size], self.metric))
 
     def distances(self, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(m, n) distances from each of `queries` (m, dim) to the rows of `labels` (n,)."""

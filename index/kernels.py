@@ -136,9 +136,8 @@ def scan_exact(
     for i in range(len(labels)):
         if labels[i] < 0 or labels[i] >= bound:
             return -1
-    no_mask = np.zeros(0, dtype=np.bool_)
     size, _, _ = scan_shortlist(
-        rows, norms_sq, labels, no_mask, query, query_norm_sq, metric,
+        rows, norms_sq, labels, NO_MASK, query, query_norm_sq, metric,
         heap_distances, heap_labels, 0,
     )  # fmt: skip
     # Heap sort: the root is the farthest kept; moved to the end, the rest re-heaped.

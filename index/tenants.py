@@ -84,9 +84,7 @@ class TenantIndex:
         self._readable_arrays.pop(owner, None)
 
     def remove_point(self, owner: int, point_id: str, label: int) -> None:
-        ids = self.ids[owner]
-        if ids.get(point_id) == label:  # a follower may have moved the id to a new label
-            del ids[point_id]
+        del self.ids[owner][point_id]
         self.all_labels.discard(label)
         self.owned[owner].discard(label)
         self.readable[owner].discard(label)

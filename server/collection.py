@@ -57,7 +57,7 @@ from server.rwlock import RWLock
 from server.schema import index_new_fields
 from storage import keys
 from storage.commit import DurabilityLost
-from storage.records import decode_point, encode_point
+from storage.records import PointRecord, decode_point, encode_point
 from storage.store import Batch, Store
 
 _LOAD_CHUNK = 4096
@@ -115,10 +115,7 @@ class Collection(FollowerReplay):
             record = decode_point(value)
             labels.append(label)
             vectors.append(record.vector)
-            self.points.set(label, record.owner, record.point_id, record.attributes_json)
-            self.tenants.add_point(record.owner, record.point_id, label)
-            if self.attributes.types:
-                self.attributes.set(label, orjson.loads(record.attributes_json))
+            self._hold(label, record)
             if len(labels) == _LOAD_CHUNK:  # bounded temporaries: the heap keeps its peak
                 self.arena.put(np.asarray(labels, dtype=np.int64), np.stack(vectors))
                 labels, vectors = [], []
@@ -137,6 +134,14 @@ class Collection(FollowerReplay):
             self.applied_seq = oplog[-1][0]
             self.trimmed_seq = oplog[0][0] - 1
         self.graphs.load(oplog)
+
+    def _hold(self, label: int, record: PointRecord) -> None:
+        """A stored point in the point table, tenant index and attribute index (its vector
+        goes to the arena by the caller, in bulk)."""
+        self.points.set(label, record.owner, record.point_id, record.attributes_json)
+        self.tenants.add_point(record.owner, record.point_id, label)
+        if self.attributes.types:
+            self.attributes.set(label, orjson.loads(record.attributes_json))
 
     # -- locks, for the Curator host ------------------------------------------------------
 
@@ -512,17 +517,21 @@ class Collection(FollowerReplay):
             def apply() -> None:
                 for pid, label in owned.items():
                     self._forget_point(number, pid, label)
-                for label in granted:
-                    self.tenants.revoke(label, number)
-                    self.curator.revoke(label, number)
-                self.graphs.tenant_deleted(number)
-                self.tenants.unregister(number)
+                self._drop_tenant(number)
 
             ticket = self._commit(
                 batch, apply, list(owned.values()), list(granted), removed_tenants=[number]
             )
         self._acknowledge(ticket, "delete_tenant")
         return len(owned)
+
+    def _drop_tenant(self, number: int) -> None:
+        """A tenant that owns nothing any more: its grants, graph and number go."""
+        for label in list(self.tenants.granted_to(number)):
+            self.tenants.revoke(label, number)
+            self.curator.revoke(label, number)
+        self.graphs.tenant_deleted(number)
+        self.tenants.unregister(number)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -701,20 +710,26 @@ class Collection(FollowerReplay):
             batch = Batch(change=collection_changed("schema", self.name))
             batch.put(keys.CF_META, keys.collection_key(self.name), config.to_json())
 
-            def apply() -> None:
-                self.config = config
-                for name, field_type in added.items():
-                    self.attributes.add_field(name, field_type)
-                self.indexing |= set(added)
-
-            ticket = self._commit(batch, apply)
+            ticket = self._commit(batch, lambda: self._declare(config, added))
             labels = bitmap_labels(self.tenants.all_labels)
         self._acknowledge(ticket)
+        self._index_in_background(added, labels)
+        return config
+
+    def _declare(self, config: CollectionConfig, added: dict[str, FieldType]) -> None:
+        """Take `config` with its `added` fields, which stay `indexing` until
+        `_index_in_background` has gone over the points stored before; caller holds the write
+        lock."""
+        self.config = config
+        for name, field_type in added.items():
+            self.attributes.add_field(name, field_type)
+        self.indexing |= set(added)
+
+    def _index_in_background(self, added: dict[str, FieldType], labels: np.ndarray) -> None:
         worker = threading.Thread(
             target=index_new_fields, args=(self, added, labels), name="schema-index", daemon=True
         )
         worker.start()
-        return config
 
     def tenant_info(self, tenant: str) -> TenantInfo:
         with self._rw.read():

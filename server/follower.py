@@ -53,7 +53,6 @@ class SharedSequences:
     old number or the new one, never a torn mix."""
 
     def __init__(self, path: Path, workers: int, create: bool = False):
-        self.path = path
         self.workers = workers
         size = _SEQ.size * (1 + workers)
         if create:
@@ -107,7 +106,7 @@ class Follower:
         Raises `FollowerLost` (and keeps raising it) when the memory can no longer be trusted
         to follow the writer: records missing from the feed, a record that failed to apply,
         or records published that the store never showed."""
-        if self.published.value <= self.database.change_seq:
+        if not self.behind:
             return
         with self._lock:
             if self.lost is not None:

@@ -292,9 +292,8 @@ class GraphHost:
             try:
                 self._drain()
                 self._recheck_grown()
-                key = self._due()
-                # A follower's graphs are the writer's snapshots (`follow_snapshot`).
-                if key is not None and not self._stopped.is_set() and not self._follower:
+                key = self._due()  # never a key on a follower: it takes the writer's builds
+                if key is not None and not self._stopped.is_set():
                     self._build(key)
                     self._wake.set()
                 self._snapshot_if_due()
@@ -598,7 +597,7 @@ class GraphHost:
 
     def _trim(self) -> None:
         """Drop oplog records every persisted graph already holds (all, with no graph)."""
-        if self._collection.follower:
+        if self._follower:
             return
         collection = self._collection
         live = [self._snapshot_seq[k] for k in self.graphs if k in self._snapshot_seq]

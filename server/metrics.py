@@ -303,30 +303,25 @@ class _Backing:
                 prometheus_values.ValueClass = saved
 
 
-class _Counter(Counter):
-    """A Counter whose series take their values from the Metrics' `_Backing`."""
+class _Backed:
+    """A metric whose series take their values from the Metrics' `_Backing`."""
 
     def __init__(self, *args: Any, backing: _Backing, **kwargs: Any) -> None:
-        self._backing = backing  # before super(): it builds an unlabelled counter's series
+        self._backing = backing  # before super(): it builds an unlabelled metric's series
         super().__init__(*args, **kwargs)
         self._kwargs["backing"] = backing  # `labels()` builds children with these
 
     def _metric_init(self) -> None:
         with self._backing.building():
-            super()._metric_init()
+            super()._metric_init()  # type: ignore[misc]
 
 
-class _Histogram(Histogram):
-    """A Histogram whose series take their values from the Metrics' `_Backing`."""
+class _Counter(_Backed, Counter):
+    pass
 
-    def __init__(self, *args: Any, backing: _Backing, **kwargs: Any) -> None:
-        self._backing = backing
-        super().__init__(*args, **kwargs)
-        self._kwargs["backing"] = backing
 
-    def _metric_init(self) -> None:
-        with self._backing.building():
-            super()._metric_init()
+class _Histogram(_Backed, Histogram):
+    pass
 
 
 class _AllProcesses:

@@ -100,23 +100,26 @@ class QuotaBook:
 
     def load(self, collections: Iterable[Collection]) -> None:
         """Read the stored overrides; again, on a read worker, after the writer changed one."""
+        read: list[tuple[str, Quotas | None, dict[tuple[str, str], Quotas]]] = []
         for collection in collections:
-            cid = collection.config.cid
             own: Quotas | None = None
             tenants: dict[tuple[str, str], Quotas] = {}
-            for key, value in collection.store.scan(keys.CF_META, keys.quota_key(cid)):
+            prefix = keys.quota_key(collection.config.cid)
+            for key, value in collection.store.scan(keys.CF_META, prefix):
                 _, tenant = keys.decode_quota_key(key)
                 quotas = Quotas(**orjson.loads(value))
                 if tenant is None:
                     own = quotas
                 else:
                     tenants[(collection.name, tenant)] = quotas
-            with self._lock:
-                self._drop_overrides_locked(collection.name)
+            read.append((collection.name, own, tenants))
+        with self._lock:
+            for name, own, tenants in read:
+                self._drop_overrides(name)
                 if own is not None:
-                    self._collections[collection.name] = own
+                    self._collections[name] = own
                 self._tenants.update(tenants)
-                self._note_query_limits()
+            self._note_query_limits()
 
     def set_collection(self, collection: Collection, patch: Mapping[str, Any]) -> Quotas:
         """Patch the collection's quotas; returns them."""
@@ -154,15 +157,13 @@ class QuotaBook:
 
     def forget(self, collection: str) -> None:
         """A dropped collection's quotas and buckets (its keys went with its drop batch)."""
-        self._drop_overrides(collection)
+        with self._lock:
+            self._drop_overrides(collection)
+            self._note_query_limits()
         self._limiter.forget(lambda key: isinstance(key, tuple) and key[0] == collection)
 
     def _drop_overrides(self, collection: str) -> None:
-        with self._lock:
-            self._drop_overrides_locked(collection)
-            self._note_query_limits()
-
-    def _drop_overrides_locked(self, collection: str) -> None:
+        """Caller holds the lock."""
         self._collections.pop(collection, None)
         for key in [k for k in self._tenants if k[0] == collection]:
             del self._tenants[key]

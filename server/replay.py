@@ -7,16 +7,13 @@ under the same mutex and lock the writer's own apply step takes.
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
-import orjson
 
 from index.tenants import bitmap_labels
 from server.changes import Change
 from server.model import CollectionConfig
-from server.schema import index_new_fields
 from storage import keys
 from storage.records import decode_point
 
@@ -61,17 +58,14 @@ class FollowerReplay:
                 # left, whose own record comes later in the run (delete, then re-upsert into
                 # a freed label). One point, one label: the stale one goes now.
                 stale = self.tenants.ids[record.owner].get(record.point_id)
-                if stale is not None and stale != label and self.arena.is_live(stale):
+                if stale is not None and stale != label:
                     self._forget_point(record.owner, record.point_id, stale)
             if present:
                 labels = [label for label, _, _ in present]
                 matrix = np.stack([record.vector for _, record, _ in present])
                 self.arena.put(np.asarray(labels, dtype=np.int64), matrix)
                 for label, record, grants in present:
-                    self.points.set(label, record.owner, record.point_id, record.attributes_json)
-                    if self.attributes.types:
-                        self.attributes.set(label, orjson.loads(record.attributes_json))
-                    self.tenants.add_point(record.owner, record.point_id, label)
+                    self._hold(label, record)
                     for grantee in grants:
                         self.tenants.grant(label, grantee)
                 readers = [self._readers(label) for label in labels]
@@ -79,11 +73,7 @@ class FollowerReplay:
                 self.graphs.vectors_changed(labels, readers)
             for number in change.tenants_removed:
                 if number in self.tenants.name_of and not self.tenants.owned[number]:
-                    for label in list(self.tenants.granted_to(number)):
-                        self.tenants.revoke(label, number)
-                        self.curator.revoke(label, number)
-                    self.graphs.tenant_deleted(number)
-                    self.tenants.unregister(number)
+                    self._drop_tenant(number)
         self.graphs.poke()
 
     def follow_schema(self: Collection) -> None:
@@ -96,16 +86,7 @@ class FollowerReplay:
             return
         added = {n: t for n, t in config.schema.items() if n not in self.config.schema}
         with self._writing(), self._rw.write():
-            self.config = config
-            for name, field_type in added.items():
-                self.attributes.add_field(name, field_type)
-            self.indexing |= set(added)
+            self._declare(config, added)
             labels = bitmap_labels(self.tenants.all_labels)
         if added:
-            worker = threading.Thread(
-                target=index_new_fields,
-                args=(self, added, labels),
-                name="schema-index",
-                daemon=True,
-            )
-            worker.start()
+            self._index_in_background(added, labels)

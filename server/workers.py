@@ -172,12 +172,6 @@ class Supervisor:
         self._stopped = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.restarts = 0
-
-    @property
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [proc.pid for proc in self._procs.values()]
 
     def start(self, ready: Callable[[], bool]) -> None:
         """Start the workers once `ready()` (the writer recovered), and keep them running."""
@@ -235,7 +229,6 @@ class Supervisor:
             healthy = up >= _HEALTHY_AFTER_S or previous == 0.0
             wait = pause[slot] = first if healthy else min(longest, 2 * previous)
             due[slot] = now + wait
-            self.restarts += 1
             log.warning(
                 "read worker %d (pid %d) exited with status %d after %.1f s; "
                 "starting another in %.1f s",

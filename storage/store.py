@@ -118,7 +118,6 @@ class Store:
         self.change_seq = self.last_change()
         self._on_change = on_change
         self._trim_floor = trim_floor
-        self.records_changes = on_change is not None
 
     # -- writes -------------------------------------------------------------------------
 
@@ -137,7 +136,7 @@ class Store:
         with self._write_lock:
             self._commit.raise_if_failed()
             seq = self.change_seq + 1
-            recorded = batch.change is not None and self._on_change is not None
+            recorded = batch.change is not None and self.records_changes
             if recorded:
                 write_batch.put(change_key(seq), batch.change, changes)
                 if seq % _TRIM_CHANGES_EVERY == 0:
@@ -186,6 +185,10 @@ class Store:
 
     # -- the change feed ----------------------------------------------------------------
 
+    @property
+    def records_changes(self) -> bool:
+        return self._on_change is not None
+
     def last_change(self) -> int:
         """The newest change record's sequence number (0: none)."""
         changes = self._cfs.get(CF_CHANGES)
@@ -195,7 +198,7 @@ class Store:
 
     def changes_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
         """Every (seq, change) recorded after `seq`, in order."""
-        for key, value in self._cfs[CF_CHANGES].items(from_key=change_key(seq + 1)):
+        for key, value in self.scan(CF_CHANGES, start=change_key(seq + 1)):
             yield decode_change_key(key), value
 
     def catch_up(self) -> None:
