@@ -372,7 +372,7 @@ class Collection(FollowerReplay):
             owner, label = self._owned_label(tenant, point_id)
             current = orjson.loads(self.points.attributes_json(label))
             merged, encoded = validation.attributes(
-                _merge_patch(current, patch),
+                validation.merge_patch(current, patch),
                 self.config.schema,
                 "attributes",
                 self.limits.max_attributes_bytes,
@@ -780,18 +780,6 @@ class Collection(FollowerReplay):
                     for label in readable
                 }
                 curator.check_invariants(pairs)
-
-
-def _merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return patch
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = _merge_patch(merged.get(key), value)
-    return merged
 
 
 def _parse_cursor(cursor: str | None) -> int:

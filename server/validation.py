@@ -234,3 +234,16 @@ def index_settings(values: dict[str, Any], path: str = "index") -> dict[str, Any
         if not low <= value <= high:
             raise Invalid(f"{path}.{name}", f"must be between {low:g} and {high:g}, got {value}")
     return values
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """`patch` merged into `target` as RFC 7386 says: null removes a key."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
