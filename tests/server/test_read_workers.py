@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from tests.server.test_metrics import check_metrics
+from tests.server.test_serve_security import serve_exit
 from tests.support import ADMIN, ADMIN_KEY, ServerProcess, bearer
 
 DIM = 16
@@ -378,3 +379,19 @@ def test_workers_stop_when_the_writer_is_killed(server: ServerProcess, tmp_path:
         assert not left.exists()
     finally:
         after.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("--read-workers", "-1"), {}, "read_workers"),
+        (("--read-workers", "65"), {}, "read_workers"),
+        ((), {"SHOAL_READ_WORKERS": "two"}, "read_workers"),
+        (("--read-workers", "1"), {"SHOAL_LEAN_LANE": "false"}, "lean lane"),
+    ],
+)
+def test_bad_read_worker_settings_stop_the_server_with_a_message(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    code, output = serve_exit(tmp_path, *args, env=env)
+    assert code == 2 and message in output, output
