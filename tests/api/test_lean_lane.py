@@ -30,6 +30,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from api import lean as lean_module
 from api.lean import LeanLane
 from server.auth import MALFORMED_HEADER, MISSING_KEY, READ_ONLY
 from tests.api.helpers import collection_url, point_url, points_url, tenant_url
@@ -480,8 +481,67 @@ CASES: list[Case] = [
     Case("upsert-json-null", "PUT", P, b"null", 422, NOT_AN_OBJECT),
     upsert("upsert-json-list", [{"id": "l", "vector": V}], 422, NOT_AN_OBJECT),
     upsert("upsert-point-not-object", {"points": [["l", V]]}, 422, "points[0]:"),
+    # -- vectors the lane reads from the bytes (api/json_vectors.py) or leaves to orjson: the
+    # same answers, and (below, "after-writes") the same stored float32 values
+    upsert(
+        "upsert-forms", points_of({"id": "f1", "vector": [3, 0.1, 1e-3, 0.30000000000000004]}), 200
+    ),
+    Case(
+        "upsert-raw-forms", "PUT", P, b'{"points":[{"id":"f2","vector":[-0,1E-3,-0.0e0,2]}]}', 200
+    ),
+    Case(
+        "upsert-pretty",
+        "PUT",
+        P,
+        b'{\n "points" : [ {\n  "id" : "f3" ,\n  "vector" :\n [ 0.25 ,0.5\n , 0.125 , 1e0 ] } ]\n}',
+        200,
+    ),
+    Case(
+        "upsert-escaped-key",
+        "PUT",
+        P,
+        b'{"points":[{"id":"f4","vec\\u0074or":[0.1,0.2,0.3,0.4]}]}',
+        200,
+    ),
+    Case(
+        "upsert-duplicate-key",
+        "PUT",
+        P,
+        b'{"points":[{"id":"f5","vector":[1,0,0,0],"vector":[0,1,0,0.5]}]}',
+        200,
+    ),
+    upsert("upsert-tiny", points_of({"id": "f6", "vector": [5e-324, 0.0, 1e-310, 1.0]}), 200),
+    upsert("upsert-big-int", points_of({"id": "f7", "vector": [12345678901234567, 0, 0, 1]}), 200),
+    upsert(
+        "upsert-attribute-vector",
+        points_of({"id": "f8", "vector": V, "attributes": {"vector": [1.0]}}),
+        200,
+    ),
+    upsert("upsert-vector-empty", points_of({"id": "f9", "vector": []}), 422, "points[0].vector"),
+    upsert(
+        "upsert-vector-nested", points_of({"id": "fa", "vector": [[1.0], [0.0], [0.0], [1.0]]}), 422
+    ),
+    upsert("upsert-vector-string", points_of({"id": "fb", "vector": ["1.0", 0, 0, 1]}), 422),
+    upsert("upsert-vector-bool", points_of({"id": "fc", "vector": [True, 0, 0, 1.0]}), 422),
+    Case(
+        "upsert-vector-trailing-comma",
+        "PUT",
+        P,
+        b'{"points":[{"id":"fd","vector":[1.0,0,0,1,]}]}',
+        400,
+    ),
+    Case(
+        "upsert-vector-leading-zero",
+        "PUT",
+        P,
+        b'{"points":[{"id":"fe","vector":[01.0,0,0,1]}]}',
+        400,
+    ),
+    Case(
+        "upsert-vector-overflow", "PUT", P, b'{"points":[{"id":"ff","vector":[1e400,0,0,1]}]}', 400
+    ),
     # -- after the writes: the stores still answer alike
-    query("after-writes", {"vector": [0.2, 1.0, 0.2, 0.1], "k": 20, "include": ["vector"]}, 200),
+    query("after-writes", {"vector": [0.2, 1.0, 0.2, 0.1], "k": 50, "include": ["vector"]}, 200),
     query("after-writes-shared", {"vector": V, "k": 20}, 200, path=qpath("globex")),
     query("after-writes-new-tenant", {"vector": V, "explain": True}, 200, path=qpath("new")),
     # -- quotas: `limited` reads twice, then 429 before validation; writes have their own
@@ -767,3 +827,26 @@ def test_a_body_longer_than_the_limit_is_refused_by_the_lane_itself(
     body = json.loads(sent[1]["body"])
     assert body["error"]["code"] == "too_large"
     assert f"exceeds the limit of {MAX_REQUEST_BYTES} bytes" in body["error"]["message"]
+
+
+def test_upsert_vectors_are_read_from_the_bytes(
+    pair: tuple[Side, Side], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane's upsert takes its vectors from api/json_vectors.py (the table above shows
+    the answers are FastAPI's); a query parses its body the ordinary way."""
+    parses: list[bool] = []
+
+    def recording(raw: bytes, items: str) -> Any:
+        body = with_vectors_parsed(raw, items)
+        parses.append(body is not None)
+        return body
+
+    with_vectors_parsed = lean_module._with_vectors_parsed
+    monkeypatch.setattr(lean_module, "_with_vectors_parsed", recording)
+    lean, _ = pair
+    upserted = points_of(point("bytes-1", [0.5, 0.25, 0.0, 1.0], "net", 1))
+    ok(lean.send("PUT", points_url(C, "bytes"), j(upserted)))
+    ok(lean.send("POST", qpath("bytes"), j({"vector": V})))
+    assert parses == [True]
+    fetched = ok(lean.get(point_url(C, "bytes", "bytes-1"), with_vector="true"))
+    assert fetched["vector"] == [0.5, 0.25, 0.0, 1.0]
