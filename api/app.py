@@ -21,6 +21,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
+from api import json_vectors
 from api.auth import Authentication, authorize_request
 from api.errors import install_error_handlers
 from api.forward import LOCAL_PATHS, ToWriter, client_from_worker
@@ -195,6 +196,7 @@ def _stop_worker(lost: FollowerLost) -> None:
 
 
 def _recover(database: Database) -> None:
+    json_vectors.warm_up()
     try:
         database.open()
     except BaseException:
