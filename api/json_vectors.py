@@ -4,15 +4,12 @@ A 384-d vector in JSON is 384 numbers: orjson makes a Python float of each, pyda
 each one's type, numpy converts each, and the garbage collector frees each; about half of an
 upsert's server time and a tenth of a query's (docs/benchmarks.md, "Serving"). `extract`
 instead scans the body once in a compiled kernel: it finds the arrays that are the value of
-a `"vector"` key at the depth where the request model has them (3: each of an upsert's
-`points`), parses their numbers into one float64 buffer, and
-returns the body with each such array emptied (`[]`), which orjson then parses in
-microseconds. `place` puts each parsed vector (a float64 view) where its `[]` is.
-
-The lean lane reads an upsert's vectors so (api/lean.py): 40 -> 22 us per 384-d vector from
-the body's bytes to the float32 matrix, in process. A single query's vector gains nothing
-(about 29 us either way: orjson's own number parsing is as fast as this kernel's, and one
-vector's objects are few), so queries keep the ordinary parse.
+a `"vector"` key at the depth where the request model has them (1 in a query's body, 3 in
+an upsert's `points` or a batch's `queries`), parses their numbers into one float64 buffer,
+and returns the body with each such array emptied (`[]`), which orjson then parses in
+microseconds. `place` puts each parsed vector (a float64 view) where its `[]` is. From the
+body's bytes to the float32 matrix, in process: 40 -> 20 us per 384-d vector of an upsert,
+29 -> 23 us for a query's whole body.
 
 It only ever speeds up a body it reads exactly as orjson would: anything it cannot vouch
 for makes it return None, and the caller parses the body the ordinary way, which accepts or
@@ -90,7 +87,7 @@ def _multiply(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
     return high, low
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _to_double(w: np.uint64, q: int, negative: bool, powers: np.ndarray) -> tuple[np.uint64, bool]:
     """The bits of w * 10**q correctly rounded, for 0 < w < 2**64; (0, False) when not
     settled here."""
@@ -141,7 +138,7 @@ def _to_double(w: np.uint64, q: int, negative: bool, powers: np.ndarray) -> tupl
     return bits, True
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _skip_space(body: np.ndarray, i: int) -> int:
     n = len(body)
     while i < n and (body[i] == 32 or body[i] == 10 or body[i] == 13 or body[i] == 9):
@@ -175,7 +172,7 @@ def _significant(body: np.ndarray, start: int, end: int) -> int:
     return count
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _number(body: np.ndarray, i: int, powers: np.ndarray) -> tuple[np.uint64, int]:
     """Parse the JSON number at `i`; (its double's bits, index after it), or (0, -1) when
     not ours."""
@@ -340,8 +337,9 @@ class Extracted:
 
 
 def extract(raw: bytes, depth: int) -> Extracted | None:
-    """The vectors at `depth` parsed (3: the `vector` of each member of a list in the body),
-    or None when the body should be parsed the ordinary way (see the module's docstring)."""
+    """The vectors at `depth` parsed (1: the body's own `vector`; 3: the `vector` of each
+    member of a list in the body), or None when the body should be parsed the ordinary way
+    (see the module's docstring)."""
     out, length, values, ends, vectors = _extract(
         np.frombuffer(raw, dtype=np.uint8), depth, _POWERS
     )
@@ -353,14 +351,21 @@ def extract(raw: bytes, depth: int) -> Extracted | None:
     return Extracted(out[:length].tobytes(), rows)
 
 
-def place(body: Any, extracted: Extracted, items: str) -> bool:
-    """Put the parsed vectors where their emptied arrays are, `body[items][i]["vector"]`.
-    False when they are not exactly there, one each in order (a duplicate key, an array
-    elsewhere at that depth): parse the ordinary way."""
-    members = body.get(items) if type(body) is dict else None
-    if type(members) is not list:
+def place(body: Any, extracted: Extracted, items: str | None) -> bool:
+    """Put the parsed vectors where their emptied arrays are: `body["vector"]` (`items`
+    None) or `body[items][i]["vector"]`. False when they are not exactly there, one each in
+    order (a duplicate key, an array elsewhere at that depth): parse the ordinary way."""
+    if type(body) is not dict:
         return False
     vectors = extracted.vectors
+    if items is None:
+        if len(vectors) != 1 or body.get("vector") != []:
+            return False
+        body["vector"] = vectors[0]
+        return True
+    members = body.get(items)
+    if type(members) is not list:
+        return False
     placed = 0
     for member in members:
         if type(member) is dict and member.get("vector") == []:

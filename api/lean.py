@@ -14,8 +14,8 @@ functions:
         -> the request model's validation (422, same pydantic model, same message)
         -> `run_*` of api/routes (shared with the FastAPI route) -> orjson response
 
-An upsert's vectors are read from the body's bytes straight into numpy arrays
-(api/json_vectors.py: 40 -> 22 us per 384-d vector), the rest of the body by orjson; a body
+The vectors of all three are read from the body's bytes straight into numpy arrays
+(api/json_vectors.py: 40 -> 20 us per 384-d vector of an upsert), the rest by orjson; a body
 that module cannot vouch for is parsed by orjson whole, and a model error is always
 reported from that ordinary parse, so the answers are FastAPI's either way.
 
@@ -88,11 +88,11 @@ class _Lane:
     model: type[BaseModel]
     run: Runner
     handoff: str  # "inline", "batch" (a query thread), "write" (FastAPI's worker threads)
-    vectors: str | None  # read straight into numpy: the `vector` of this list's members
+    vectors: str | None  # where the vectors are: the body's `vector` (None), or this list's
 
 
 # (method, route template, FastAPI endpoint, request model, runner, hand-off: see `_respond`,
-# the list whose members' vectors are read straight into numpy, api/json_vectors.py)
+# the list whose members hold the vectors, None for the body's own `vector`)
 _LANES: list[tuple[str, str, Callable[..., Any], type[BaseModel], Runner, str, str | None]] = [
     ("POST", T + "/query", queries.query, QueryRequest, run_query, "inline", None),
     (
@@ -207,7 +207,7 @@ class LeanLane:
     async def _respond(
         self, lane: _Lane, params: dict[str, str], scope: Scope, raw: bytes
     ) -> bytes | JSONResponse:
-        body = None if lane.vectors is None else _with_vectors_parsed(raw, lane.vectors)
+        body = _with_vectors_parsed(raw, lane.vectors)
         fast = body is not None
         if not fast:
             try:
@@ -249,10 +249,10 @@ def _invalid(exc: ValidationError) -> JSONResponse:
     return validation_error_response([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
 
 
-def _with_vectors_parsed(raw: bytes, items: str) -> Any:
+def _with_vectors_parsed(raw: bytes, items: str | None) -> Any:
     """The body parsed with its vectors as float64 arrays (api/json_vectors.py), or None:
     parse it the ordinary way (which also answers every malformed body)."""
-    extracted = json_vectors.extract(raw, 3)
+    extracted = json_vectors.extract(raw, 1 if items is None else 3)
     if extracted is None:
         return None
     try:

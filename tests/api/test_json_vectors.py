@@ -162,3 +162,21 @@ def test_a_vector_key_inside_a_string_is_text() -> None:
     assert parsed is not None
     [point] = parsed["points"]
     assert point["id"] == '"vector":[1.0]' and point["vector"].tolist() == [2.0, 3.0]
+
+
+def test_a_query_and_a_batch_take_theirs() -> None:
+    query = b'{"k": 3, "vector": [0.5, 2], "filter": {"vector": [1.0]}}'
+    parsed = _with_vectors_parsed(query, None)
+    assert parsed is not None and parsed["vector"].tolist() == [0.5, 2.0]
+    assert parsed["filter"] == {"vector": [1.0]} and parsed["k"] == 3  # deeper: untouched
+    batch = b'{"queries": [{"vector": [1.5]}, {"k": 1, "vector": [2.5, 3]}]}'
+    parsed = _with_vectors_parsed(batch, "queries")
+    assert parsed is not None
+    assert [q["vector"].tolist() for q in parsed["queries"]] == [[1.5], [2.5, 3.0]]
+    for ambiguous in [
+        b'{"vector": [1.0], "vector": [2.0]}',
+        b'{"vec\\u0074or": [1.0]}',
+        b'{"vector": []}',
+        b'[{"vector": [1.0]}]',
+    ]:
+        assert _with_vectors_parsed(ambiguous, None) is None, ambiguous

@@ -356,6 +356,36 @@ CASES: list[Case] = [
     query("other-tenant", {"vector": V}, 404, role="read", path=qpath("globex")),
     query("other-tenant-bad-body", {"k": 0}, 404, role="read", path=qpath("globex")),
     query("other-collection", {"vector": V}, 404, role="read", path=qpath("acme", "nope")),
+    # -- query vectors read from the bytes (api/json_vectors.py), or left to orjson
+    Case("query-forms", "POST", Q, b'{"vector":[1,-0,1E-1,0.0e0],"k":3}', 200),
+    Case("query-pretty", "POST", Q, b'{\n "k" : 3 ,\n "vector" : [ 1.0 ,\n 0.1, 0 , 0 ]\n}', 200),
+    Case("query-escaped-key", "POST", Q, b'{"vec\\u0074or":[1.0,0.1,0.0,0.0],"k":3}', 200),
+    Case("query-duplicate-key", "POST", Q, b'{"vector":[1,0,0,0],"vector":[0,1,0,0],"k":3}', 200),
+    Case("query-vector-empty", "POST", Q, b'{"vector":[]}', 422, "vector"),
+    Case("query-vector-nested", "POST", Q, b'{"vector":[[1.0],[0],[0],[0]]}', 422),
+    Case("query-vector-string", "POST", Q, b'{"vector":[1.0,"0",0,0]}', 422),
+    Case("query-vector-comma", "POST", Q, b'{"vector":[1.0,0,0,0,]}', 400),
+    Case("query-vector-overflow", "POST", Q, b'{"vector":[1e400,0,0,0]}', 400),
+    Case("query-vector-beyond-float32", "POST", Q, b'{"vector":[1e39,0,0,0]}', 422, "vector"),
+    Case(
+        "query-filter-vector", "POST", Q, b'{"vector":[1.0,0,0,0],"filter":{"vector":[1.0]}}', 422
+    ),
+    Case(
+        "batch-forms",
+        "POST",
+        B,
+        b'{"queries":[{"vector":[1,-0,1E-1,0.0e0]},{"vector":[0.5,0.5,0,0]}]}',
+        200,
+    ),
+    Case(
+        "batch-duplicate-key",
+        "POST",
+        B,
+        b'{"queries":[{"vector":[1,0,0,0],"vector":[0,1,0,0]}]}',
+        200,
+    ),
+    Case("batch-escaped-key", "POST", B, b'{"queries":[{"vec\\u0074or":[1.0,0.1,0,0]}]}', 200),
+    Case("batch-vector-empty", "POST", B, b'{"queries":[{"vector":[1,0,0,0]},{"vector":[]}]}', 422),
     # -- batch queries
     batch("batch", batch_of({"vector": V}, {"vector": [0.0, 1.0, 0.0, 0.0], "k": 2}), 200),
     batch(
@@ -829,14 +859,15 @@ def test_a_body_longer_than_the_limit_is_refused_by_the_lane_itself(
     assert f"exceeds the limit of {MAX_REQUEST_BYTES} bytes" in body["error"]["message"]
 
 
-def test_upsert_vectors_are_read_from_the_bytes(
+def test_the_lane_reads_vectors_from_the_bytes(
     pair: tuple[Side, Side], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The lane's upsert takes its vectors from api/json_vectors.py (the table above shows
-    the answers are FastAPI's); a query parses its body the ordinary way."""
+    """The lane's query, batch and upsert take their vectors from api/json_vectors.py (the
+    table above shows the answers are FastAPI's); a body it cannot vouch for is parsed whole
+    by orjson."""
     parses: list[bool] = []
 
-    def recording(raw: bytes, items: str) -> Any:
+    def recording(raw: bytes, items: str | None) -> Any:
         body = with_vectors_parsed(raw, items)
         parses.append(body is not None)
         return body
@@ -846,7 +877,13 @@ def test_upsert_vectors_are_read_from_the_bytes(
     lean, _ = pair
     upserted = points_of(point("bytes-1", [0.5, 0.25, 0.0, 1.0], "net", 1))
     ok(lean.send("PUT", points_url(C, "bytes"), j(upserted)))
-    ok(lean.send("POST", qpath("bytes"), j({"vector": V})))
-    assert parses == [True]
+    [hit] = ok(lean.send("POST", qpath("bytes"), j({"vector": V, "k": 1})))["results"]
+    batch = {"queries": [{"vector": V, "k": 1}]}
+    [answer] = ok(lean.send("POST", bpath("bytes"), j(batch)))["queries"]
+    [batch_hit] = answer["results"]
+    escaped = b'{"vec\\u0074or": [1.0, 0.1, 0.0, 0.0], "k": 1}'
+    [escaped_hit] = ok(lean.send("POST", qpath("bytes"), escaped))["results"]
+    assert parses == [True, True, True, False]
+    assert hit == batch_hit == escaped_hit and hit["id"] == "bytes-1"
     fetched = ok(lean.get(point_url(C, "bytes", "bytes-1"), with_vector="true"))
     assert fetched["vector"] == [0.5, 0.25, 0.0, 1.0]
