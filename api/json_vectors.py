@@ -230,6 +230,13 @@ def _number(body: np.ndarray, i: int, powers: np.ndarray) -> tuple[np.uint64, in
 
 
 @numba.njit(nogil=True, cache=True)
+def _grown(array: np.ndarray) -> np.ndarray:
+    bigger = np.empty(2 * len(array), dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+@numba.njit(nogil=True, cache=True)
 def _extract(
     body: np.ndarray, depth_wanted: int, powers: np.ndarray
 ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, int]:
@@ -237,8 +244,10 @@ def _extract(
     of -1 when the body is not one this module may speed up."""
     n = len(body)
     out = np.empty(n, dtype=np.uint8)
-    values = np.empty(n // 2 + 1, dtype=np.uint64)  # bits of doubles; 2+ bytes a number
-    ends = np.empty(n // 4 + 1, dtype=np.int64)  # `"vector":[0]` per vector at least
+    # Sized for numbers of 8 bytes or more with their commas (a float32 value's repr is
+    # longer): 2 bytes per byte of body with `out`, where orjson's floats take about 3.
+    values = np.empty(n // 8 + 16, dtype=np.uint64)  # bits of doubles
+    ends = np.empty(16, dtype=np.int64)
     nothing = (out, _FAIL, values, ends, 0)
     written = 0
     count = 0
@@ -291,6 +300,8 @@ def _extract(
                 bits, i = _number(body, i, powers)
                 if i < 0:
                     return nothing
+                if count == len(values):
+                    values = _grown(values)
                 values[count] = bits
                 count += 1
                 i = _skip_space(body, i)
@@ -305,6 +316,8 @@ def _extract(
             out[written] = 93
             written += 1
             i += 1
+            if vectors == len(ends):
+                ends = _grown(ends)
             ends[vectors] = count
             vectors += 1
             continue
