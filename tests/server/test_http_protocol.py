@@ -7,7 +7,9 @@ a response could lose its body, arrive twice, or be overtaken by the next one on
 connection. So first unit tests against a fake transport on a real event loop (asyncio's and
 uvloop's, the server's default): one turn is one write, two turns are two, `close` writes what
 is pending first, writes to a closing transport are dropped quietly, and whatever the wrapper
-does not define reaches the real transport. Then a real `shoal serve` (which installs the
+does not define reaches the real transport. The protocol itself, in memory: the response
+of the only request in flight is written as soon as it is whole, before the app returns;
+with two in flight, at the end of the turn. Then a real `shoal serve` (which installs the
 protocol, server/cli.py): 60 mixed requests over one keep-alive connection, a streamed NDJSON
 export among them, each answer parsed and checked; and requests pipelined in one `sendall` on
 a raw socket, each answered completely and in order.
@@ -26,8 +28,10 @@ import httpx
 import numpy as np
 import pytest
 import uvloop
+from uvicorn.config import Config
+from uvicorn.server import ServerState
 
-from server.http_protocol import _CoalescingTransport
+from server.http_protocol import CoalescingHttpToolsProtocol, _CoalescingTransport
 from tests.api.helpers import collection_url, point_url, points_url, tenant_url
 from tests.support import ServerProcess
 
@@ -171,6 +175,49 @@ def test_what_the_wrapper_does_not_define_reaches_the_real_transport(run_on_loop
             transport.no_such_method()  # type: ignore[attr-defined]
 
     run_on_loop(scenario)
+
+
+def _serve_in_memory(requests: int) -> tuple[list[FakeTransport], list[list[bytes]]]:
+    """`requests` connections, each sending one GET in the same loop turn, to an app that
+    notes, after its last `send` and before it returns, what its socket has received."""
+    fakes = [FakeTransport() for _ in range(requests)]
+    written_at_return: list[list[bytes]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+        written_at_return.append(list(fakes[int(scope["path"][1:])].writes))
+
+    async def main() -> None:
+        config = Config(app=app, http=CoalescingHttpToolsProtocol, lifespan="off", access_log=False)
+        config.load()
+        state = ServerState()
+        for i, fake in enumerate(fakes):
+            protocol = CoalescingHttpToolsProtocol(config=config, server_state=state, app_state={})
+            protocol.connection_made(fake)  # type: ignore[arg-type]
+            protocol.data_received(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % i)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    return fakes, written_at_return
+
+
+def test_a_lone_response_is_on_the_wire_before_the_app_returns() -> None:
+    """The app's bookkeeping after its last `send` (metrics, the access log) does not delay
+    the answer of the only request in flight."""
+    [fake], [at_return] = _serve_in_memory(1)
+    assert len(at_return) == 1 and at_return[0].endswith(b"\r\n\r\nok")
+    assert fake.writes == at_return
+
+
+def test_with_others_in_flight_a_response_waits_for_the_end_of_the_turn() -> None:
+    fakes, at_return = _serve_in_memory(2)
+    assert at_return == [[], []]  # both were in flight in that turn
+    assert all(len(f.writes) == 1 and f.writes[0].endswith(b"\r\n\r\nok") for f in fakes)
 
 
 # -- a real server --------------------------------------------------------------------------------
