@@ -180,3 +180,12 @@ def test_a_query_and_a_batch_take_theirs() -> None:
         b'[{"vector": [1.0]}]',
     ]:
         assert _with_vectors_parsed(ambiguous, None) is None, ambiguous
+
+
+def test_short_numbers_and_many_vectors_fit() -> None:
+    """Scratch space grows past its first guess (numbers of 8 bytes, 16 vectors)."""
+    points = [{"id": str(i), "vector": [i % 10, 0, 1] * 700} for i in range(40)]
+    parsed = _with_vectors_parsed(orjson.dumps({"points": points}), "points")
+    assert parsed is not None
+    for i, point in enumerate(parsed["points"]):
+        assert point["vector"].tolist() == [float(i % 10), 0.0, 1.0] * 700
