@@ -115,7 +115,7 @@ def create_app(
             assert worker is not None and app.to_writer is not None
             # A worker listens only once it can answer: the kernel hands a listening process
             # connections, ready or not, and the writer serves meanwhile.
-            await anyio.to_thread.run_sync(database.open)
+            await anyio.to_thread.run_sync(_open, database)
             follower.opened()
             follower.start(on_lost=_stop_worker)
             try:
@@ -195,9 +195,14 @@ def _stop_worker(lost: FollowerLost) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _recover(database: Database) -> None:
+def _open(database: Database) -> None:
+    """Recovery, after the request parser's kernel (the store's are compiled by `open`)."""
     json_vectors.warm_up()
+    database.open()
+
+
+def _recover(database: Database) -> None:
     try:
-        database.open()
+        _open(database)
     except BaseException:
         log.exception("recovery failed; /healthz reports it and no request is served")

@@ -207,7 +207,7 @@ class LeanLane:
     async def _respond(
         self, lane: _Lane, params: dict[str, str], scope: Scope, raw: bytes
     ) -> bytes | JSONResponse:
-        body = _with_vectors_parsed(raw, lane.vectors)
+        body = json_vectors.loads(raw, lane.vectors)
         fast = body is not None
         if not fast:
             try:
@@ -247,16 +247,3 @@ class LeanLane:
 
 def _invalid(exc: ValidationError) -> JSONResponse:
     return validation_error_response([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
-
-
-def _with_vectors_parsed(raw: bytes, items: str | None) -> Any:
-    """The body parsed with its vectors as float64 arrays (api/json_vectors.py), or None:
-    parse it the ordinary way (which also answers every malformed body)."""
-    extracted = json_vectors.extract(raw, 1 if items is None else 3)
-    if extracted is None:
-        return None
-    try:
-        body = orjson.loads(extracted.body)
-    except orjson.JSONDecodeError:
-        return None
-    return body if json_vectors.place(body, extracted, items) else None

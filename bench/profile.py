@@ -24,7 +24,7 @@ import orjson
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     (
         "JSON parse: vectors from the bytes + orjson of the rest (event loop)",
-        ("api/json_vectors.py", "_with_vectors_parsed"),
+        ("api/json_vectors.py",),
     ),
     ("JSON parse: orjson.loads of the body (event loop)", ("_OrjsonRequest.json",)),
     ("pydantic: validate UpsertRequest (event loop)", ("request_body_to_args", "model_validate")),
@@ -116,7 +116,7 @@ def stages(body: bytes, repeats: int = 15) -> list[tuple[str, float]]:
     """Median seconds of each write-path stage for one request body, in-process."""
     import tempfile
 
-    from api.lean import _with_vectors_parsed
+    from api import json_vectors
     from api.models.points import UpsertRequest
     from bench.common import SCHEMA
     from index.arena import Metric
@@ -144,7 +144,7 @@ def stages(body: bytes, repeats: int = 15) -> list[tuple[str, float]]:
             with clock("orjson.loads(body) (FastAPI's parse, for comparison)"):
                 orjson.loads(body)
             with clock("lean lane parse: vectors from the bytes + orjson"):
-                raw = _with_vectors_parsed(body, "points")
+                raw = json_vectors.loads(body, "points")
             with clock("pydantic UpsertRequest.model_validate"):
                 model = UpsertRequest.model_validate(raw)
             inputs = [PointInput(p.id, p.vector, p.attributes, p.shared_with) for p in model.points]

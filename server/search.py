@@ -39,9 +39,7 @@ _GROWTH = 4  # a short post-filtered graph answer fetches this many times more n
 _ROUNDS = 3
 _EMPTY = TopK(np.empty(0, np.int64), np.empty(0, np.float32))
 COST_MODEL = planner.CostModel()
-# `exact: true` without `explain`: the plan run, and the inputs reported (none weighed).
-_FORCED_EXACT = planner.Plan(planner.EXACT)
-_UNWEIGHED = planner.Situation(k=0, ef=0, dim=0, candidates=0, readable=0)
+_FORCED_EXACT = planner.Plan(planner.EXACT)  # `exact: true` without `explain`: none weighed
 
 
 @dataclass
@@ -117,7 +115,7 @@ def run_queries(
     if force == planner.EXACT and not explain:
         # Always available, and nobody asked for the other plans' prices: nothing to weigh
         # (the planner's inputs cost about 25 us, bench.serving_quick --profile).
-        situation, plan = _UNWEIGHED, _FORCED_EXACT
+        plan, sequential = _FORCED_EXACT, 0
     else:
         situation = _situation(collection, scope, k, ef, explain)
         try:
@@ -127,6 +125,7 @@ def run_queries(
             raise Invalid(
                 "strategy", f"{force!r} cannot answer this query now; available: {available}"
             ) from None
+        sequential = situation.sequential
     searching = time.perf_counter()
     if plan.strategy == planner.EXACT:
         runs = [_Run(top) for top in _exact(collection, matrix, scope, k)]
@@ -164,7 +163,7 @@ def run_queries(
                     run.shortlists_scanned,
                     run.distances_computed,
                     estimates_us=plan.estimates_us,
-                    sequential_candidates=situation.sequential,
+                    sequential_candidates=sequential,
                     chosen=plan.strategy,
                     fallback=i in fallbacks,
                     below_recall=list(plan.below_recall),

@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from api import json_vectors
-from api.lean import _with_vectors_parsed
 
 FORMS = ("double", "float32", "float16", "fixed", "exponent", "integer", "special")
 SPECIAL = [
@@ -119,14 +118,14 @@ def test_only_the_vectors_of_points_are_taken() -> None:
             {"id": "b", "vector": [3, 4e-1], "shared_with": ["x"]},
         ]
     }
-    parsed = _with_vectors_parsed(orjson.dumps(body), "points")
+    parsed = json_vectors.loads(orjson.dumps(body), "points")
     assert parsed is not None
     a, b = parsed["points"]
     assert type(a["vector"]) is json_vectors.ParsedVector and a["vector"].tolist() == [0.5, -1.25]
     assert a["attributes"] == {"vector": [9.0, 9.0]}  # deeper: an attribute, untouched
     assert b["vector"].tolist() == [3.0, 0.4] and b["shared_with"] == ["x"]
     pretty = orjson.dumps(body, option=orjson.OPT_INDENT_2).replace(b",", b" ,\n ")
-    again = _with_vectors_parsed(pretty, "points")
+    again = json_vectors.loads(pretty, "points")
     assert again is not None and again["points"][1]["vector"].tolist() == [3.0, 0.4]
 
 
@@ -153,12 +152,12 @@ def test_only_the_vectors_of_points_are_taken() -> None:
     ],
 )
 def test_an_ambiguous_body_takes_the_ordinary_parse(raw: bytes) -> None:
-    assert _with_vectors_parsed(raw, "points") is None
+    assert json_vectors.loads(raw, "points") is None
 
 
 def test_a_vector_key_inside_a_string_is_text() -> None:
     raw = b'{"points":[{"id":"\\"vector\\":[1.0]","vector":[2.0, 3.0]}]}'
-    parsed = _with_vectors_parsed(raw, "points")
+    parsed = json_vectors.loads(raw, "points")
     assert parsed is not None
     [point] = parsed["points"]
     assert point["id"] == '"vector":[1.0]' and point["vector"].tolist() == [2.0, 3.0]
@@ -166,11 +165,11 @@ def test_a_vector_key_inside_a_string_is_text() -> None:
 
 def test_a_query_and_a_batch_take_theirs() -> None:
     query = b'{"k": 3, "vector": [0.5, 2], "filter": {"vector": [1.0]}}'
-    parsed = _with_vectors_parsed(query, None)
+    parsed = json_vectors.loads(query, None)
     assert parsed is not None and parsed["vector"].tolist() == [0.5, 2.0]
     assert parsed["filter"] == {"vector": [1.0]} and parsed["k"] == 3  # deeper: untouched
     batch = b'{"queries": [{"vector": [1.5]}, {"k": 1, "vector": [2.5, 3]}]}'
-    parsed = _with_vectors_parsed(batch, "queries")
+    parsed = json_vectors.loads(batch, "queries")
     assert parsed is not None
     assert [q["vector"].tolist() for q in parsed["queries"]] == [[1.5], [2.5, 3.0]]
     for ambiguous in [
@@ -179,13 +178,14 @@ def test_a_query_and_a_batch_take_theirs() -> None:
         b'{"vector": []}',
         b'[{"vector": [1.0]}]',
     ]:
-        assert _with_vectors_parsed(ambiguous, None) is None, ambiguous
+        assert json_vectors.loads(ambiguous, None) is None, ambiguous
 
 
 def test_short_numbers_and_many_vectors_fit() -> None:
     """Scratch space grows past its first guess (numbers of 8 bytes, 16 vectors)."""
     points = [{"id": str(i), "vector": [i % 10, 0, 1] * 700} for i in range(40)]
-    parsed = _with_vectors_parsed(orjson.dumps({"points": points}), "points")
+    parsed = json_vectors.loads(orjson.dumps({"points": points}), "points")
     assert parsed is not None
     for i, point in enumerate(parsed["points"]):
         assert point["vector"].tolist() == [float(i % 10), 0.0, 1.0] * 700
+

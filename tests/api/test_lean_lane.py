@@ -30,7 +30,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from api import lean as lean_module
+from api import json_vectors
 from api.lean import LeanLane
 from server.auth import MALFORMED_HEADER, MISSING_KEY, READ_ONLY
 from tests.api.helpers import collection_url, point_url, points_url, tenant_url
@@ -872,8 +872,8 @@ def test_the_lane_reads_vectors_from_the_bytes(
         parses.append(body is not None)
         return body
 
-    with_vectors_parsed = lean_module._with_vectors_parsed
-    monkeypatch.setattr(lean_module, "_with_vectors_parsed", recording)
+    with_vectors_parsed = json_vectors.loads
+    monkeypatch.setattr(json_vectors, "loads", recording)
     lean, _ = pair
     upserted = points_of(point("bytes-1", [0.5, 0.25, 0.0, 1.0], "net", 1))
     ok(lean.send("PUT", points_url(C, "bytes"), j(upserted)))
