@@ -189,3 +189,14 @@ def test_short_numbers_and_many_vectors_fit() -> None:
     for i, point in enumerate(parsed["points"]):
         assert point["vector"].tolist() == [float(i % 10), 0.0, 1.0] * 700
 
+
+def test_the_start_up_warm_up_compiles_what_requests_use() -> None:
+    """`warm_up` runs during recovery (api/app.py): requests must find that version of the
+    kernel and compile no other (a stall of seconds on an empty numba cache)."""
+    json_vectors.warm_up()
+    compiled = len(json_vectors._extract.signatures)
+    assert compiled >= 1
+    json_vectors.loads(b'{"vector": [0.5, 1], "k": 3}', None)
+    json_vectors.loads(b'{"queries": [{"vector": [1.5]}]}', "queries")
+    json_vectors.loads(b'{"points": [{"id": "a", "vector": [2.5]}]}', "points")
+    assert len(json_vectors._extract.signatures) == compiled

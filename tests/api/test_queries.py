@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from index.planner import CostModel
+from server import search
 from tests.api.helpers import assert_error, tenant_url
 from tests.index.reference import in_sequence
 from tests.support import app_client
@@ -287,6 +288,26 @@ def test_exact_and_ef_are_accepted(data: DataSet) -> None:
     plain = post_query(data, "ip", tenant, {"vector": q, "k": 10})
     tuned = post_query(data, "ip", tenant, {"vector": q, "k": 10, "exact": True, "ef": 64})
     assert tuned["results"] == plain["results"]
+
+
+def test_a_forced_exact_scan_weighs_plans_only_when_explained(
+    data: DataSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`exact: true` runs the scan without gathering the planner's inputs, unless `explain`
+    asks for the prices; the answers are the same either way."""
+    weighed: list[int] = []
+    situation = search._situation
+    monkeypatch.setattr(search, "_situation", lambda *a: weighed.append(1) or situation(*a))
+    tenant = tenants_sample(data)[-1]
+    q = data.centers[1].tolist()
+    forced = post_query(data, "ip", tenant, {"vector": q, "k": 10, "exact": True})
+    assert weighed == [] and "plan" not in forced
+    explained = post_query(
+        data, "ip", tenant, {"vector": q, "k": 10, "exact": True, "explain": True}
+    )
+    assert weighed == [1] and explained["plan"]["strategy"] == "exact"
+    assert "exact" in explained["plan"]["estimates_us"]
+    assert explained["results"] == forced["results"]
 
 
 @pytest.mark.parametrize("metric", METRICS)
